@@ -1,0 +1,142 @@
+"""Split attention (Zhang et al., "ResNeSt: Split-Attention Networks", arXiv:2004.08955).
+
+One grouped 3x3 conv produces ``radix`` splits of every cardinal group at once
+(``groups = cardinality * radix``); the splits are summed, globally pooled, passed through a
+two-layer grouped MLP (fc1 -> norm -> ReLU -> fc2) and turned into per-split channel weights by a
+softmax over the radix (a sigmoid gate when ``radix == 1``). The output is the weighted sum of the
+splits. Channels are laid out radix-major (split ``r`` holds channels ``r*C .. (r+1)*C``), as in
+the official implementation, so its weights load unchanged.
+
+Everything is a fixed-shape reshape/sum: no Python loop over splits or groups, which keeps the
+layer traceable, scriptable and exportable to ONNX.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import Conv2d, NaiveSyncBatchNorm, get_norm
+from torch import nn
+
+from .dropblock import DropBlock2d
+
+__all__ = ["SplitAttentionConv2d", "radix_softmax"]
+
+
+def radix_softmax(logits: torch.Tensor, radix: int, cardinality: int) -> torch.Tensor:
+    """Attention weights over the radix splits.
+
+    Args:
+        logits: ``(B, radix * C, 1, 1)`` output of fc2. A grouped fc2 lays channels out as
+            ``(cardinality, radix, C / cardinality)``.
+        radix: number of splits; 1 gives a sigmoid gate.
+        cardinality: number of cardinal groups.
+
+    Returns:
+        ``(B, radix, C, 1, 1)`` weights, radix-major like the split features; they sum to one
+        over dim 1 when ``radix > 1``.
+    """
+    batch = logits.shape[0]
+    if radix == 1:
+        return torch.sigmoid(logits).view(batch, 1, -1, 1, 1)
+    attn = logits.view(batch, cardinality, radix, -1).softmax(dim=2)
+    return attn.transpose(1, 2).reshape(batch, radix, -1, 1, 1)
+
+
+class SplitAttentionConv2d(nn.Module):
+    """A 3x3 split-attention conv: the ``conv2`` of a ResNeSt bottleneck.
+
+    Submodule names (``conv``, ``bn0``, ``fc1``, ``bn1``, ``fc2``) equal the official ResNeSt,
+    timm and detectron2-ResNeSt ones, so their state dicts load without renaming.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        cardinality: int = 1,
+        radix: int = 2,
+        reduction_factor: int = 4,
+        min_inter_channels: int = 32,
+        norm: str = "BN",
+        dropblock_prob: float = 0.0,
+    ):
+        """
+        Args:
+            in_channels: input channels.
+            out_channels: output channels ``C`` (each split has ``C`` channels).
+            stride: stride of the 3x3 conv.
+            dilation: dilation (and padding) of the 3x3 conv.
+            cardinality: number of cardinal groups.
+            radix: number of splits per cardinal group (>= 1).
+            reduction_factor: fc1 width is ``max(C * radix / reduction_factor, 32)``.
+            min_inter_channels: the 32 above.
+            norm: a detectron2 norm name for ``get_norm`` (BN, SyncBN, FrozenBN, GN, ...).
+            dropblock_prob: DropBlock probability after ``bn0`` (0 = off).
+        """
+        super().__init__()
+        if radix < 1:
+            raise ValueError(f"SplitAttentionConv2d: radix must be >= 1, got {radix}")
+        if out_channels % cardinality:
+            raise ValueError(
+                f"SplitAttentionConv2d: out_channels={out_channels} is not divisible by "
+                f"cardinality={cardinality}"
+            )
+        self.radix = radix
+        self.cardinality = cardinality
+        inter_channels = max(out_channels * radix // reduction_factor, min_inter_channels)
+        self.conv = Conv2d(
+            in_channels,
+            out_channels * radix,
+            kernel_size=3,
+            stride=stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=cardinality * radix,
+            bias=False,
+        )
+        self.bn0 = get_norm(norm, out_channels * radix)
+        self.dropblock = DropBlock2d(dropblock_prob, 3) if dropblock_prob > 0 else None
+        self.fc1 = Conv2d(out_channels, inter_channels, kernel_size=1, groups=cardinality)
+        self.bn1 = get_norm(norm, inter_channels)
+        self.fc2 = Conv2d(inter_channels, out_channels * radix, kernel_size=1, groups=cardinality)
+        # BN over the pooled (B, C, 1, 1) features has one value per channel when B == 1.
+        # NaiveSyncBN is exempt: across several processes it pools statistics over all of them.
+        self._needs_batch = isinstance(self.bn1, nn.BatchNorm2d) and not isinstance(
+            self.bn1, NaiveSyncBatchNorm
+        )
+        for fc in (self.fc1, self.fc2):
+            nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(fc.bias)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: ``(B, in_channels, H, W)``.
+
+        Returns:
+            ``(B, out_channels, H / stride, W / stride)``.
+        """
+        x = self.bn0(self.conv(x))
+        if self.dropblock is not None:
+            x = self.dropblock(x)
+        x = F.relu_(x)
+        batch, channels, height, width = x.shape
+        splits = x.view(batch, self.radix, channels // self.radix, height, width)
+        gap = splits.sum(dim=1) if self.radix > 1 else x
+        gap = gap.mean(dim=(2, 3), keepdim=True)
+        if self.training and self._needs_batch and batch == 1:
+            raise ValueError(
+                "Split attention normalises pooled (B, C, 1, 1) features; with batch norm it "
+                "needs more than one image per device in training (got 1). Use at least 2 "
+                "images per device (SOLVER.IMS_PER_BATCH), or a norm that does not need batch "
+                "statistics: MODEL.RESNETS.NORM FrozenBN or GN."
+            )
+        attn = self.fc2(F.relu_(self.bn1(self.fc1(gap))))
+        attn = radix_softmax(attn, self.radix, self.cardinality)
+        if self.radix == 1:
+            return x * attn.view(batch, channels, 1, 1)
+        return (splits * attn).sum(dim=1)
