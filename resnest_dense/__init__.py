@@ -3,6 +3,7 @@
 Importing the package registers the backbones in detectron2's registries. Call
 :func:`add_resnest_config` on a detectron2 config before merging a ResNeSt YAML file.
 """
+
 from . import modeling  # noqa: F401  (registers backbones)
 from .config import add_resnest_config, resolve_fork_backbone_name
 

@@ -3,6 +3,7 @@
 Key names follow the official detectron2-ResNeSt fork, so its YAML files merge unchanged
 after :func:`add_resnest_config`.
 """
+
 import logging
 
 from detectron2.config import CfgNode

@@ -40,7 +40,7 @@ fi
 log "installing detectron2's runtime dependencies"
 "${PIP[@]}" install fvcore iopath pycocotools omegaconf hydra-core yacs termcolor tabulate \
   cloudpickle tqdm matplotlib tensorboard black "setuptools<81" opencv-python-headless \
-  timm pytest pytest-timeout onnx onnxscript
+  timm pytest pytest-timeout onnx onnxscript onnxruntime
 
 if "$PY" -c "import detectron2" 2>/dev/null; then
   log "keeping the detectron2 already installed: $("$PY" -c 'import detectron2, os; print(os.path.dirname(detectron2.__file__))')"

@@ -1,4 +1,5 @@
 """Weight conversion into detectron2 names."""
+
 from .convert import (
     REQUIRED_INPUT_SETTINGS,
     CheckpointMismatchError,

@@ -8,6 +8,7 @@ equal the official detectron2-ResNeSt backbone's, under a prefix such as ``backb
 Inputs these weights expect (set in every ResNeSt config here): RGB images, pixel mean
 123.68/116.779/103.939, std 58.393/57.12/57.375, ``MODEL.RESNETS.STRIDE_IN_1X1: False``.
 """
+
 import logging
 import os
 import re
@@ -128,6 +129,7 @@ def check_state_dict(
 
     ``num_batches_tracked`` counters are ignored on both sides.
     """
+
     def keep(keys):
         return {k for k in keys if not k.endswith("num_batches_tracked")}
 
@@ -147,7 +149,9 @@ def check_state_dict(
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches: {_format_keys(shapes, 6)}")
     if problems:
-        raise CheckpointMismatchError(f"{what} does not fit the target network: " + "; ".join(problems))
+        raise CheckpointMismatchError(
+            f"{what} does not fit the target network: " + "; ".join(problems)
+        )
 
 
 def load_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -167,7 +171,7 @@ def load_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
     # Checkpoints saved from DataParallel carry a "module." prefix.
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
 def convert_resnest_checkpoint(
@@ -219,7 +223,9 @@ def convert_resnest_checkpoint(
     return converted
 
 
-def build_variant_backbone(variant: str, norm: str = "FrozenBN", out_features: Optional[List[str]] = None):
+def build_variant_backbone(
+    variant: str, norm: str = "FrozenBN", out_features: Optional[List[str]] = None
+):
     """Build the bare ResNeSt backbone of a named variant (res2..res5 outputs)."""
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec

@@ -1,5 +1,6 @@
 """DropBlock (Ghiasi et al., "DropBlock: A regularization method for convolutional networks",
 NeurIPS 2018), as used by ResNeSt in res4/res5 when ``MODEL.RESNETS.DROPBLOCK_PROB > 0``."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -10,11 +10,13 @@ the official implementation, so its weights load unchanged.
 Everything is a fixed-shape reshape/sum: no Python loop over splits or groups, which keeps the
 layer traceable, scriptable and exportable to ONNX.
 """
-from typing import Optional
+
+import logging
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, NaiveSyncBatchNorm, get_norm
+from detectron2.utils.logger import log_first_n
 from torch import nn
 
 from .dropblock import DropBlock2d
@@ -104,9 +106,19 @@ class SplitAttentionConv2d(nn.Module):
         self.fc2 = Conv2d(inter_channels, out_channels * radix, kernel_size=1, groups=cardinality)
         # BN over the pooled (B, C, 1, 1) features has one value per channel when B == 1.
         # NaiveSyncBN is exempt: across several processes it pools statistics over all of them.
-        self._needs_batch = isinstance(self.bn1, nn.BatchNorm2d) and not isinstance(
-            self.bn1, NaiveSyncBatchNorm
-        )
+        batch_norm = isinstance(self.bn1, nn.BatchNorm2d)
+        batch_norm = batch_norm and not isinstance(self.bn1, NaiveSyncBatchNorm)
+        # GN with one channel per group sees a single value per group on 1x1 features: it
+        # maps everything to its bias (and fails outright when B == 1).
+        single_gn = isinstance(self.bn1, nn.GroupNorm) and self.bn1.num_groups == inter_channels
+        if single_gn:
+            log_first_n(
+                logging.WARNING,
+                f"GN on {inter_channels} pooled split-attention channels has one channel per "
+                "group and outputs a constant; prefer BN/SyncBN/FrozenBN in ResNeSt backbones.",
+                n=1,
+            )
+        self._needs_batch = batch_norm or single_gn
         for fc in (self.fc1, self.fc2):
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(fc.bias)
@@ -133,7 +145,7 @@ class SplitAttentionConv2d(nn.Module):
                 "Split attention normalises pooled (B, C, 1, 1) features; with batch norm it "
                 "needs more than one image per device in training (got 1). Use at least 2 "
                 "images per device (SOLVER.IMS_PER_BATCH), or a norm that does not need batch "
-                "statistics: MODEL.RESNETS.NORM FrozenBN or GN."
+                "statistics: MODEL.RESNETS.NORM FrozenBN."
             )
         attn = self.fc2(F.relu_(self.bn1(self.fc1(gap))))
         attn = radix_softmax(attn, self.radix, self.cardinality)

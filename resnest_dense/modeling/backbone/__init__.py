@@ -1,4 +1,5 @@
 """ResNeSt backbones; importing this module registers them in detectron2's BACKBONE_REGISTRY."""
+
 from .fpn import build_resnest_fpn_backbone, build_retinanet_resnest_fpn_backbone
 from .resnest import (
     RESNEST_DEPTHS,

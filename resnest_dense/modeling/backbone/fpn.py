@@ -1,4 +1,5 @@
 """ResNeSt + detectron2's FPN, for Faster/Mask/Cascade R-CNN (P2-P6) and RetinaNet (P3-P7)."""
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
@@ -29,4 +30,8 @@ def build_resnest_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
 def build_retinanet_resnest_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """ResNeSt-FPN with P6/P7 convs on P5: the RetinaNet backbone (P3-P7)."""
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return _fpn(cfg, build_resnest_backbone(cfg, input_shape), LastLevelP6P7(out_channels, out_channels, "p5"))
+    return _fpn(
+        cfg,
+        build_resnest_backbone(cfg, input_shape),
+        LastLevelP6P7(out_channels, out_channels, "p5"),
+    )

@@ -8,6 +8,7 @@ equal the official detectron2-ResNeSt backbone (``stem.conv1_1``, ``res2.0.conv2
 Reading the config is kept apart: :func:`make_resnest_stages` is a plain function of keyword
 arguments, :func:`build_resnest_backbone` only translates ``cfg.MODEL.RESNETS`` into them.
 """
+
 import logging
 from typing import Dict, List, Optional, Sequence
 
@@ -242,7 +243,9 @@ def make_resnest_stages(
     if radix < 1:
         raise ValueError(f"ResNeSt radix must be >= 1, got {radix}")
     if len(dilations) != 4 or dilations[0] != 1 or any(d not in (1, 2, 4) for d in dilations):
-        raise ValueError(f"ResNeSt stage dilations must be 4 values in (1, 2, 4), res2 = 1; got {dilations}")
+        raise ValueError(
+            f"ResNeSt stage dilations must be 4 values in (1, 2, 4), res2 = 1; got {dilations}"
+        )
     stages = []
     for idx, num_blocks in enumerate(RESNEST_DEPTHS[depth][:num_stages]):
         dilation = dilations[idx]
@@ -340,7 +343,9 @@ def build_resnest(
         stem = BasicStem(in_channels, stem_out_channels, norm)
     out_features = list(out_features or ["res5"])
     num_stages = max(int(f[3:]) - 1 for f in out_features if f.startswith("res"))
-    stages = make_resnest_stages(in_channels=stem.out_channels, num_stages=num_stages, **stage_kwargs)
+    stages = make_resnest_stages(
+        in_channels=stem.out_channels, num_stages=num_stages, **stage_kwargs
+    )
     return ResNet(stem, stages, out_features=out_features, freeze_at=freeze_at)
 
 

@@ -3,6 +3,7 @@
 Names are those of the official ResNeSt checkpoints (``resnest50``, ...) and of timm
 (``resnest50d``, ``resnest101e``, ...); both spellings of the same network are listed.
 """
+
 from typing import Dict, List
 
 __all__ = ["RESNEST_VARIANTS", "variant_opts"]

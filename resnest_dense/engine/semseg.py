@@ -1,0 +1,102 @@
+"""Training pieces for the PyTorch-Encoding DeepLabV3 recipe on top of detectron2.
+
+A detectron2 ``DefaultTrainer`` subclass trains the segmentation configs by calling these from
+its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
+
+* :func:`build_semseg_train_loader`: detectron2's ``DatasetMapper`` with the reference
+  augmentation (random long-side scale of ``INPUT.BASE_SIZE`` in ``INPUT.RANDOM_SCALE``, a
+  fixed ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
+* :func:`build_semseg_optimizer`: SGD where the segmentation head runs at
+  ``SOLVER.HEAD_LR_MULTIPLIER`` times the base learning rate (10x in the reference);
+* :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9).
+"""
+
+import logging
+from typing import List
+
+import torch
+from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import transforms as T
+from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+__all__ = [
+    "build_semseg_train_augmentations",
+    "build_semseg_train_loader",
+    "build_semseg_optimizer",
+    "build_semseg_lr_scheduler",
+    "is_semseg_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def is_semseg_config(cfg) -> bool:
+    """True for configs whose model is a detectron2 semantic segmentor."""
+    return cfg.MODEL.META_ARCHITECTURE in ("SemanticSegmentor", "MultiScaleSemanticSegmentor")
+
+
+def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
+    """Random scale, fixed-size crop (with padding) and flip, in the reference order."""
+    if cfg.INPUT.CROP.TYPE != "absolute":
+        raise ValueError(
+            f"Segmentation training crops INPUT.CROP.SIZE pixels; set INPUT.CROP.TYPE "
+            f"'absolute', got {cfg.INPUT.CROP.TYPE!r}"
+        )
+    base = cfg.INPUT.BASE_SIZE
+    min_scale, max_scale = cfg.INPUT.RANDOM_SCALE
+    augs: List[T.Augmentation] = [T.ResizeScale(min_scale, max_scale, base, base)]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.FixedSizeCrop(
+                tuple(cfg.INPUT.CROP.SIZE),
+                pad=True,
+                pad_value=0.0,
+                seg_pad_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        )
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(
+            T.RandomFlip(
+                horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
+            )
+        )
+    return augs
+
+
+def build_semseg_train_loader(cfg):
+    """detectron2's train loader with a sem-seg :class:`DatasetMapper` and the reference augs."""
+    augs = build_semseg_train_augmentations(cfg)
+    logger.info("Segmentation training augmentations: %s", augs)
+    mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
+    return build_detection_train_loader(cfg, mapper=mapper)
+
+
+def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the segmentation head (``sem_seg_head.*``) at ``SOLVER.HEAD_LR_MULTIPLIER``x lr."""
+    multiplier = cfg.SOLVER.HEAD_LR_MULTIPLIER
+
+    def lr_factor(name: str) -> float:
+        return multiplier if name.startswith("sem_seg_head.") else 1.0
+
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        lr_factor_func=lr_factor,
+    )
+    return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+        params,
+        lr=cfg.SOLVER.BASE_LR,
+        momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+    )
+
+
+def build_semseg_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
+    """``WarmupPolyLR`` when ``SOLVER.LR_SCHEDULER_NAME`` says so, detectron2's otherwise."""
+    return build_lr_scheduler(cfg, optimizer)

@@ -1,0 +1,19 @@
+"""Shared pytest fixtures and settings."""
+
+import os
+import warnings
+
+import pytest
+import torch
+
+# torch.jit.script is deprecated in recent torch; detectron2 still calls it at import time.
+warnings.filterwarnings("ignore", category=FutureWarning)
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import resnest_dense  # noqa: E402,F401  (registers backbones before any test builds a model)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
