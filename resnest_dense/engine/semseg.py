@@ -8,23 +8,31 @@ its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
   fixed ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
 * :func:`build_semseg_optimizer`: SGD where the segmentation head runs at
   ``SOLVER.HEAD_LR_MULTIPLIER`` times the base learning rate (10x in the reference);
-* :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9).
+* :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9);
+* :func:`build_semseg_evaluator`: detectron2's ``SemSegEvaluator`` (mIoU, pACC = pixAcc), with a
+  label loader that works under NumPy 2 (detectron2's default passes ``copy=False`` to
+  ``np.array``, which NumPy 2 rejects for PIL images).
 """
 
 import logging
 from typing import List
 
+import numpy as np
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data import transforms as T
+from detectron2.evaluation import SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils.file_io import PathManager
+from PIL import Image
 
 __all__ = [
     "build_semseg_train_augmentations",
     "build_semseg_train_loader",
     "build_semseg_optimizer",
     "build_semseg_lr_scheduler",
+    "build_semseg_evaluator",
     "is_semseg_config",
 ]
 
@@ -100,3 +108,19 @@ def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer
 def build_semseg_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
     """``WarmupPolyLR`` when ``SOLVER.LR_SCHEDULER_NAME`` says so, detectron2's otherwise."""
     return build_lr_scheduler(cfg, optimizer)
+
+
+def load_sem_seg_label(filename: str, dtype=int) -> np.ndarray:
+    """Read a label PNG as an ``(H, W)`` array of ``dtype``."""
+    with PathManager.open(filename, "rb") as f:
+        return np.asarray(Image.open(f), dtype=dtype)
+
+
+def build_semseg_evaluator(cfg, dataset_name: str, output_dir=None) -> SemSegEvaluator:
+    """``SemSegEvaluator`` for ``dataset_name`` (reports mIoU, fwIoU, mACC and pACC)."""
+    return SemSegEvaluator(
+        dataset_name,
+        distributed=True,
+        output_dir=output_dir,
+        sem_seg_loading_fn=load_sem_seg_label,
+    )
