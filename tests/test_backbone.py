@@ -34,14 +34,19 @@ FEATURES = ["res2", "res3", "res4", "res5"]
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:
-    """Give every BN non-trivial statistics so eval-mode comparisons exercise them."""
+    """Give every BN non-trivial statistics so eval-mode comparisons exercise them.
+
+    The last BN of each residual branch gets a small scale (as trained ResNets have), so deep
+    networks stay well conditioned and float rounding is not amplified across 100+ blocks.
+    """
     g = torch.Generator().manual_seed(1)
-    for m in model.modules():
+    for name, m in model.named_modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             n = m.num_features
+            last = name.endswith(("bn3", "conv3.norm"))
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_((torch.rand(n, generator=g) + 0.5) * (0.2 if last else 1.0))
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
@@ -89,6 +94,7 @@ def test_equals_timm(variant):
     for name, ref in zip(FEATURES, want):
         assert got[name].shape == ref.shape, name
         err = (got[name] - ref).abs().max() / ref.abs().max().clamp(min=1e-12)
+        print(f"{variant} {name}: relative error {err:.2e}")
         assert err < 1e-4, f"{variant} {name}: relative error {err:.2e}"
 
 

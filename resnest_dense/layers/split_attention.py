@@ -137,9 +137,8 @@ class SplitAttentionConv2d(nn.Module):
             x = self.dropblock(x)
         x = F.relu_(x)
         batch, channels, height, width = x.shape
-        splits = x.view(batch, self.radix, channels // self.radix, height, width)
-        gap = splits.sum(dim=1) if self.radix > 1 else x
-        gap = gap.mean(dim=(2, 3), keepdim=True)
+        # Pool first, then sum the splits: the same value without writing a summed feature map.
+        gap = x.mean(dim=(2, 3)).view(batch, self.radix, -1).sum(dim=1).view(batch, -1, 1, 1)
         if self.training and self._needs_batch and batch == 1:
             raise ValueError(
                 "Split attention normalises pooled (B, C, 1, 1) features; with batch norm it "
@@ -151,4 +150,5 @@ class SplitAttentionConv2d(nn.Module):
         attn = radix_softmax(attn, self.radix, self.cardinality)
         if self.radix == 1:
             return x * attn.view(batch, channels, 1, 1)
+        splits = x.view(batch, self.radix, channels // self.radix, height, width)
         return (splits * attn).sum(dim=1)
