@@ -149,14 +149,13 @@ class MultiScaleSemanticSegmentor(SemanticSegmentor):
         return out
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Head logits (with the flipped input added) at the size of ``x``."""
+        """Head logits (with those of the mirrored input added) at the size of ``x``."""
         h, w = x.shape[-2:]
-        padded = self._pad(x, 0)
-        out = self.sem_seg_head(self.backbone(padded))[0]
+        out = self.sem_seg_head(self.backbone(self._pad(x, 0)))[0][..., :h, :w]
         if self.flip:
-            flipped = self.sem_seg_head(self.backbone(padded.flip(-1)))[0]
-            out = out + flipped.flip(-1)
-        return out[..., :h, :w]
+            flipped = self.sem_seg_head(self.backbone(self._pad(x.flip(-1), 0)))[0]
+            out = out + flipped[..., :h, :w].flip(-1)
+        return out
 
     def _tiled_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at the size of ``x``: whole image, padded to a window, or sliding windows."""
