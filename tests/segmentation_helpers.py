@@ -1,5 +1,8 @@
 """Shared helpers of the segmentation tests: tiny configs and models."""
 
+import os
+
+
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -8,7 +11,12 @@ from resnest_dense.config_segmentation import add_resnest_segmentation_config
 from resnest_dense.modeling import meta_arch, sem_seg_heads  # noqa: F401  (registration)
 from resnest_dense.modeling.backbone import dilated  # noqa: F401  (registration)
 
-TOY_YAML = "configs/quick_schedules/toy_deeplabv3_S14_OS8.yaml"
+TOY_YAML = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "configs",
+    "quick_schedules",
+    "toy_deeplabv3_S14_OS8.yaml",
+)
 
 
 def segmentation_cfg(yaml_file: str = TOY_YAML, opts=()):
