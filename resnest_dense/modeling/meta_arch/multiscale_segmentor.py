@@ -9,7 +9,8 @@ scales are resized to the image size and summed; the prediction is their argmax.
 
 Single scale is ``SCALES: [1.0]``, ``FLIP: False``; with ``BASE_SIZE: 0`` and ``CROP_SIZE: 0``
 the image given by the test mapper is run whole, exactly as detectron2's SemanticSegmentor does.
-Training is unchanged, except that images are padded to a multiple of the output stride.
+Training is unchanged, except that images are padded (with black) to a multiple of the output
+stride.
 """
 
 import math
@@ -91,15 +92,16 @@ class MultiScaleSemanticSegmentor(SemanticSegmentor):
         """
         if not self.training:
             return [self.inference_one(x) for x in batched_inputs]
-        images = [
-            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        images = ImageList.from_tensors(images, self.size_divisibility)
+        # Pad the raw images with black (0) before normalising, as the training crops and the
+        # inference windows are padded.
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.size_divisibility, pad_value=0.0)
+        images = (images.tensor - self.pixel_mean) / self.pixel_std
         targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
         targets = ImageList.from_tensors(
             targets, self.size_divisibility, self.sem_seg_head.ignore_value
         ).tensor
-        features = self.backbone(images.tensor)
+        features = self.backbone(images)
         _, losses = self.sem_seg_head(features, targets)
         return losses
 
