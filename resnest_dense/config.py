@@ -43,6 +43,8 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
         "BOTTLENECK_WIDTH": 64,
         # DropBlock probability in res4/res5 (0 = off; the paper's detectors use 0).
         "DROPBLOCK_PROB": 0.0,
+        # Recompute block activations in backward instead of storing them (saves memory).
+        "GRAD_CHECKPOINT": False,
     }
     for key, value in defaults.items():
         if key not in r:

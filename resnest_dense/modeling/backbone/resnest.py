@@ -9,11 +9,13 @@ Reading the config is kept apart: :func:`make_resnest_stages` is a plain functio
 arguments, :func:`build_resnest_backbone` only translates ``cfg.MODEL.RESNETS`` into them.
 """
 
+import contextlib
 import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, ResNet
 from detectron2.modeling.backbone.resnet import BasicStem
@@ -101,6 +103,7 @@ class ResNeStBottleneckBlock(CNNBlockBase):
         avd_at_stride_1: bool = False,
         avg_down: bool = True,
         dropblock_prob: float = 0.0,
+        grad_checkpoint: bool = False,
     ):
         """
         Args:
@@ -118,8 +121,11 @@ class ResNeStBottleneckBlock(CNNBlockBase):
                 official ResNeSt does so in the first block of a dilated stage.
             avg_down: average-pool the shortcut before its 1x1 conv when downsampling.
             dropblock_prob: DropBlock probability after each norm of the residual branch.
+            grad_checkpoint: in training, keep only the block's input and recompute its
+                activations during backward (less memory, about one more forward of compute).
         """
         super().__init__(in_channels, out_channels, stride)
+        self.grad_checkpoint = grad_checkpoint
         use_avd = avd and (stride > 1 or avd_at_stride_1)
         avd_pool = nn.AvgPool2d(3, stride, padding=1) if use_avd else None
         self.avd_first = avd_pool if avd_first else None
@@ -171,6 +177,16 @@ class ResNeStBottleneckBlock(CNNBlockBase):
         _c2_msra_init(self.conv3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(
+                self._forward,
+                x,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self)),
+            )
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         if self.dropblock is not None:
             out = self.dropblock(out)
@@ -191,6 +207,27 @@ class ResNeStBottleneckBlock(CNNBlockBase):
             if self.dropblock is not None:
                 shortcut = self.dropblock(shortcut)
         return F.relu_(out + shortcut)
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(module: nn.Module):
+    """Keep batch-norm running statistics unchanged while a checkpointed block is recomputed.
+
+    The recomputation runs the norms in training mode a second time; momentum 0 makes that
+    second pass use batch statistics without counting the batch twice in the running ones.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+        if m.num_batches_tracked is not None:
+            m.num_batches_tracked = m.num_batches_tracked.clone()
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked = count
 
 
 def _stage_dilations(dilation: int, num_blocks: int, reference_dilation: bool) -> List[int]:
@@ -216,6 +253,7 @@ def make_resnest_stages(
     dilations: Sequence[int] = (1, 1, 1, 1),
     reference_dilation: bool = False,
     num_stages: int = 4,
+    grad_checkpoint: bool = False,
 ) -> List[List[CNNBlockBase]]:
     """Build the blocks of res2..res5 (or the first ``num_stages`` of them).
 
@@ -232,6 +270,7 @@ def make_resnest_stages(
         reference_dilation: follow the official ResNeSt in dilated stages (first block at
             the lower dilation and with a stride-1 avd pool); detectron2 style otherwise.
         num_stages: how many stages to build (a backbone returning only res4 needs three).
+        grad_checkpoint: gradient checkpointing in every block (see the block).
 
     Returns:
         One list of blocks per stage.
@@ -269,6 +308,7 @@ def make_resnest_stages(
                 avd_first=avd_first,
                 avg_down=avg_down,
                 dropblock_prob=dropblock_prob if idx >= 2 else 0.0,
+                grad_checkpoint=grad_checkpoint,
             )
         )
         in_channels = out_channels
@@ -312,6 +352,7 @@ def resnest_kwargs_from_config(cfg) -> Dict:
         deep_stem=r.DEEP_STEM or resnest,
         stem_width=r.STEM_WIDTH or default_stem_width(r.DEPTH),
         stem_out_channels=r.STEM_OUT_CHANNELS,
+        grad_checkpoint=r.GRAD_CHECKPOINT,
     )
 
 
