@@ -1,0 +1,51 @@
+"""Model zoo: our configs by name, the registry of released weights, and ``resnest://`` URIs.
+
+Importing this package registers the ``resnest://`` handler with detectron2's ``PathManager``,
+so ``MODEL.WEIGHTS resnest://resnest50`` works in every tool.
+
+Example::
+
+    from resnest_dense import model_zoo
+    cfg = model_zoo.get_config("COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml")
+    model = model_zoo.get("ADE20K-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_120ep.yaml",
+                          trained=True, device="cpu")
+"""
+
+from .loading import LoadReport, load_checked
+from .model_zoo import config_root, get, get_config, get_config_file, list_configs
+from .weights import (
+    SCHEME,
+    ChecksumMismatchError,
+    ResNeStWeightsHandler,
+    WeightEntry,
+    WeightsNotFoundError,
+    cache_dir,
+    default_registry,
+    get_entry,
+    load_registry,
+    resolve_weights,
+    search_dirs,
+    weights_for_config,
+)
+
+__all__ = [
+    "SCHEME",
+    "ChecksumMismatchError",
+    "LoadReport",
+    "ResNeStWeightsHandler",
+    "WeightEntry",
+    "WeightsNotFoundError",
+    "cache_dir",
+    "config_root",
+    "default_registry",
+    "get",
+    "get_config",
+    "get_config_file",
+    "get_entry",
+    "list_configs",
+    "load_checked",
+    "load_registry",
+    "resolve_weights",
+    "search_dirs",
+    "weights_for_config",
+]
