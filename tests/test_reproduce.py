@@ -1,0 +1,137 @@
+"""tools/reproduce.py: collecting runs into md/csv/png, commands, released-model checks, smoke."""
+
+import csv
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", os.path.join(REPO, "tools", "reproduce.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = _load_tool()
+
+
+def _fake_run(root, name, row, results=None, metrics_lines=None, kind="trained"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({**{k: row[k] for k in
+                                              ("task", "backbone", "config", "dataset")},
+                                           "kind": kind}))  # fmt: skip
+    if results is not None:
+        (d / "results.json").write_text(json.dumps({"weights": "x", "results": results}))
+    if metrics_lines is not None:
+        (d / "metrics.json").write_text("\n".join(json.dumps(m) for m in metrics_lines) + "\n")
+
+
+def _row(task, backbone):
+    return next(r for r in reproduce.paper_rows() if (r["task"], r["backbone"]) == (task, backbone))
+
+
+def test_collect_fabricated_runs_writes_md_csv_png(tmp_path):
+    root = tmp_path / "runs"
+    _fake_run(root, "mr50", _row("Mask R-CNN", "R-50"),
+              results={"bbox": {"AP": 39.9}, "segm": {"AP": 36.0}})  # fmt: skip
+    _fake_run(root, "ms50", _row("Mask R-CNN", "S-50"),
+              results={"bbox": {"AP": 42.85}, "segm": {"AP": 38.2}})  # fmt: skip
+    # A plain train_net run without results.json: the last eval scalars of metrics.json count.
+    _fake_run(root, "dr50", _row("DeepLabV3", "R-50"), metrics_lines=[
+        {"iteration": 10, "total_loss": 1.0},
+        {"iteration": 19, "sem_seg/mIoU": 40.0, "sem_seg/pACC": 79.0},
+        {"iteration": 39, "sem_seg/mIoU": 42.0, "sem_seg/pACC": 80.5},
+    ])  # fmt: skip
+    _fake_run(root, "ds50", _row("DeepLabV3", "S-50"),
+              results={"sem_seg": {"mIoU": 45.0, "pACC": 81.25}})  # fmt: skip
+    lines = reproduce.collect(str(root), str(tmp_path / "table"))
+    by = {(line["task"], line["backbone"], line["metric"]): line for line in lines}
+    assert len(lines) == 8
+    assert by[("Mask R-CNN", "S-50", "box_AP")]["measured"] == 42.85
+    assert by[("Mask R-CNN", "S-50", "box_AP")]["measured_gain"] == pytest.approx(2.95)
+    assert by[("Mask R-CNN", "S-50", "mask_AP")]["paper_gain"] == pytest.approx(38.14 - 36.05)
+    assert by[("DeepLabV3", "R-50", "mIoU")]["measured"] == 42.0
+    assert by[("DeepLabV3", "S-50", "pixAcc")]["measured_gain"] == pytest.approx(0.75)
+    assert by[("DeepLabV3", "R-50", "mIoU")]["measured_gain"] is None  # baselines have none
+    out = tmp_path / "table"
+    md = (out / "results.md").read_text()
+    assert "| Mask R-CNN | S-50 | S-50 | box_AP | 42.85 | 42.81 | 2.95 | 2.84 |" in md
+    assert "TOY" not in md
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 8 and rows[0]["paper"]
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_collect_labels_toy_runs_and_rejects_empty_root(tmp_path):
+    _fake_run(tmp_path / "r", "a", _row("Faster R-CNN", "S-50"),
+              results={"bbox": {"AP": 3.0}}, kind="toy")  # fmt: skip
+    reproduce.collect(str(tmp_path / "r"))
+    assert reproduce.TOY_LABEL in (tmp_path / "r" / "results.md").read_text()
+    with pytest.raises(FileNotFoundError, match="nothing to collect"):
+        reproduce.collect(str(tmp_path / "empty"))
+
+
+def test_train_dry_run_prints_the_8_gpu_commands(capsys):
+    assert reproduce.main(["--train", "--dry-run", "--output", "out"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(reproduce.paper_rows()) == 22
+    assert (
+        "python tools/train_net.py --config-file "
+        "configs/COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml "
+        "--num-gpus 8 OUTPUT_DIR out/train/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x"
+    ) in lines
+
+
+def test_eval_released_says_what_is_missing(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RESNEST_DENSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNEST_DENSE_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("RESNEST_DENSE_REGISTRY", raising=False)
+    caplog.set_level("INFO", logger="reproduce")
+    assert reproduce.main(["--eval-released", "--only", "deeplab_resnest50_ade",
+                           "--output", str(tmp_path / "o")]) == 0  # fmt: skip
+    text = caplog.text
+    assert "--eval-only --num-gpus 1 MODEL.WEIGHTS resnest://deeplab_resnest50_ade" in text
+    assert "deeplab_resnest50_ade-2225f09d.zip" in text  # where to get the weights
+    assert os.path.join(str(tmp_path / "cache"), "deeplab_resnest50_ade-2225f09d.pth") in text
+    assert "dataset ade20k_sem_seg_val" in text
+    assert "Evaluated 0 of 1" in text
+
+
+def test_smoke_segmentation_pair_end_to_end(tmp_path, monkeypatch):
+    """The DeepLabV3 R/S pair of the smoke matrix: train, eval, table (a few seconds)."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    assert reproduce.main(["--smoke", "--only", "deeplabv3", "--iters", "4",
+                           "--output", str(tmp_path)]) == 0  # fmt: skip
+    out = tmp_path / "smoke"
+    for run in ("deeplabv3_R_50_OS8_syncbn_120ep", "deeplabv3_S_50_OS8_syncbn_120ep"):
+        results = json.load(open(out / run / "results.json"))["results"]["sem_seg"]
+        assert 0 <= results["mIoU"] <= 100 and 0 <= results["pACC"] <= 100
+        assert (out / run / "model_final.pth").is_file()
+    md = (out / "results.md").read_text()
+    assert reproduce.TOY_LABEL in md and "| DeepLabV3 | S-50 | S-14 | mIoU |" in md
+    assert (out / "results.csv").is_file() and (out / "results.png").is_file()
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(REPO, "configs", "COCO-Detection")),
+    reason="the COCO configs (engineer A) are not in this tree yet",
+)
+def test_smoke_full_matrix(tmp_path, monkeypatch):
+    """All five tasks x ResNet/ResNeSt at toy scale (the CI acceptance run)."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    assert reproduce.main(["--smoke", "--output", str(tmp_path)]) == 0
+    lines = list(csv.DictReader(open(tmp_path / "smoke" / "results.csv")))
+    tasks = {line["task"] for line in lines}
+    assert tasks == {"Faster R-CNN", "Cascade R-CNN", "Mask R-CNN", "Cascade Mask R-CNN",
+                     "DeepLabV3"}  # fmt: skip
+    assert all(line["measured"] != "" for line in lines)

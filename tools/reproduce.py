@@ -1,0 +1,559 @@
+#!/usr/bin/env python
+"""Reproduce the ResNeSt paper's COCO and ADE20K gains over ResNet baselines.
+
+Modes (see docs/results.md):
+  --eval-released   evaluate every released model with our config; runs when the weights and
+                    the dataset are on disk, else says what is missing and prints the command.
+  --train           train the ResNet / ResNeSt config pairs with tools/train_net.py, then
+                    evaluate; with --dry-run only print the exact multi-GPU commands.
+  --collect ROOT    read finished runs under ROOT into results.md / results.csv / results.png:
+                    measured box AP, mask AP, mIoU, pixAcc beside the paper's, and the
+                    ResNeSt - ResNet gain.
+  --smoke           the whole matrix (5 tasks x ResNet/ResNeSt) with tiny networks and
+                    schedules on the generated toy datasets, on CPU, then --collect. Its numbers
+                    are TOY numbers that prove the pipeline runs, not paper reproductions.
+
+Every run directory holds run.json (what ran) and, once evaluated, results.json (detectron2's
+evaluation results); --collect falls back to the last eval scalars of metrics.json.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+logger = logging.getLogger("reproduce")
+
+# Paper metric name -> (detectron2 results task, key).
+METRICS = OrderedDict(
+    [
+        ("box_AP", ("bbox", "AP")),
+        ("mask_AP", ("segm", "AP")),
+        ("mIoU", ("sem_seg", "mIoU")),
+        ("pixAcc", ("sem_seg", "pACC")),
+    ]
+)
+TOY_LABEL = "TOY smoke numbers (generated data, tiny networks, CPU): not paper reproductions"
+
+
+def paper_rows() -> List[Dict]:
+    """Rows of ``resnest_dense/model_zoo/paper_results.json``."""
+    with open(os.path.join(REPO, "resnest_dense", "model_zoo", "paper_results.json")) as f:
+        return json.load(f)["rows"]
+
+
+def run_id(row: Dict) -> str:
+    return os.path.splitext(os.path.basename(row["config"]))[0]
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """Logs 'run i/n, step, ETA' from the durations of the runs done so far."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.time()
+
+    def step(self, index: int, name: str, what: str) -> None:
+        elapsed = time.time() - self.start
+        eta = "unknown"
+        if self.done:
+            eta = _fmt_s(elapsed / self.done * (self.total - self.done))
+        logger.info(
+            "[run %d/%d] %s: %s (elapsed %s, ETA %s)", index, self.total, name, what,
+            _fmt_s(elapsed), eta,
+        )  # fmt: skip
+
+    def finish_run(self) -> None:
+        self.done += 1
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def _register_toy_sets() -> None:
+    from detectron2.data import DatasetCatalog
+
+    from resnest_dense.data.toy_coco import register_toy_coco
+    from resnest_dense.data.toy_sem_seg import register_toy_sem_seg
+
+    if "toy_coco_train" not in DatasetCatalog.list():
+        register_toy_coco()
+    if "toy_sem_seg_train" not in DatasetCatalog.list():
+        register_toy_sem_seg()
+
+
+def build_evaluator(cfg, dataset: str, output_dir: str):
+    """COCO box/mask AP or mIoU/pixAcc, by the dataset's ``evaluator_type``."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.evaluation import COCOEvaluator
+
+    from resnest_dense.engine.semseg import build_semseg_evaluator
+
+    kind = MetadataCatalog.get(dataset).evaluator_type
+    if kind == "sem_seg":
+        return build_semseg_evaluator(cfg, dataset, output_dir=output_dir)
+    if kind == "coco":
+        return COCOEvaluator(dataset, output_dir=output_dir)
+    raise ValueError(f"{dataset}: no evaluator for evaluator_type {kind!r}")
+
+
+def evaluate(cfg, weights: str, output_dir: str) -> Dict:
+    """Evaluate ``weights`` (strictly loaded) on ``cfg.DATASETS.TEST``; writes results.json."""
+    import torch
+    from detectron2.data import DatasetCatalog, build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset
+    from detectron2.modeling import build_model
+
+    from resnest_dense.model_zoo import load_checked
+
+    model = build_model(cfg)
+    load_checked(model, weights, strict=True)
+    model.eval()
+    results = {}
+    for dataset in cfg.DATASETS.TEST:
+        DatasetCatalog.get(dataset)  # generated sets are written on first use
+        evaluator = build_evaluator(cfg, dataset, os.path.join(output_dir, "inference"))
+        with torch.no_grad():
+            results[dataset] = inference_on_dataset(
+                model, build_detection_test_loader(cfg, dataset), evaluator
+            )
+    first = results[cfg.DATASETS.TEST[0]]
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump({"weights": weights, "results": first, "per_dataset": results}, f, indent=1)
+    return first
+
+
+def write_run_json(output_dir: str, row: Dict, **extra) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    info = {k: row[k] for k in ("task", "backbone", "config", "dataset")}
+    info.update(extra)
+    with open(os.path.join(output_dir, "run.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
+# -------------------------------------------------------------- released models
+
+
+def _dataset_missing(dataset: str) -> Optional[str]:
+    """Path that must exist for ``dataset`` and does not, or None."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if dataset not in DatasetCatalog.list():
+        return f"dataset {dataset} is not registered"
+    meta = MetadataCatalog.get(dataset)
+    for key in ("json_file", "image_root", "sem_seg_root"):
+        path = getattr(meta, key, None)
+        if path and not os.path.exists(path):
+            return path
+    return None
+
+
+def eval_released(args) -> int:
+    from resnest_dense import model_zoo
+
+    entries = [e for e in model_zoo.default_registry().values() if e.config]
+    entries = [e for e in entries if re.search(args.only or "", e.name)]
+    progress = Progress(len(entries))
+    ran = 0
+    for i, entry in enumerate(entries, 1):
+        out = os.path.join(args.output, "released", entry.name)
+        cmd = (
+            f"python tools/train_net.py --config-file configs/{entry.config} --eval-only "
+            f"--num-gpus 1 MODEL.WEIGHTS {model_zoo.SCHEME}{entry.name} OUTPUT_DIR {out}"
+        )
+        cfg = model_zoo.get_config(entry.config)
+        missing = []
+        try:
+            weights = model_zoo.resolve_weights(entry.name, download=args.download)
+        except (model_zoo.WeightsNotFoundError, model_zoo.ChecksumMismatchError) as e:
+            missing.append(f"weights: {e}")
+        for dataset in cfg.DATASETS.TEST:
+            problem = _dataset_missing(dataset)
+            if problem:
+                missing.append(
+                    f"dataset {dataset}: {problem} not found (see datasets/README.md; "
+                    f"DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', 'datasets')})"
+                )
+        if missing or args.dry_run:
+            logger.info("[%d/%d] %s\n  command: %s", i, len(entries), entry.name, cmd)
+            for m in missing:
+                logger.info("  missing %s", m.replace("\n", "\n    "))
+            continue
+        progress.step(i, entry.name, "evaluating")
+        row = next(r for r in paper_rows() if r["config"] == entry.config)
+        write_run_json(out, row, kind="released", weights=entry.name)
+        cfg.MODEL.WEIGHTS = weights
+        cfg.OUTPUT_DIR = out
+        evaluate(cfg, weights, out)
+        progress.finish_run()
+        ran += 1
+    logger.info("Evaluated %d of %d released models.", ran, len(entries))
+    if ran:
+        collect(os.path.join(args.output, "released"), os.path.join(args.output, "released"))
+    return 0
+
+
+# -------------------------------------------------------------------- training
+
+
+def train_command(row: Dict, output_dir: str, num_gpus: int, opts: Sequence[str] = ()) -> List[str]:
+    cmd = [
+        "python", "tools/train_net.py", "--config-file", f"configs/{row['config']}",
+        "--num-gpus", str(num_gpus), "OUTPUT_DIR", output_dir,
+    ]  # fmt: skip
+    return cmd + [str(o) for o in opts]
+
+
+def train(args) -> int:
+    rows = [r for r in paper_rows() if re.search(args.only or "", run_id(r))]
+    progress = Progress(len(rows))
+    for i, row in enumerate(rows, 1):
+        out = os.path.join(args.output, "train", run_id(row))
+        cmd = train_command(row, out, args.num_gpus, args.opts)
+        if args.dry_run:
+            print(" ".join(shlex.quote(c) for c in cmd))
+            continue
+        if not os.path.isfile(TRAIN_NET):
+            logger.error("%s does not exist in this checkout", TRAIN_NET)
+            return 1
+        write_run_json(out, row, kind="trained", command=cmd)
+        progress.step(i, run_id(row), "training with tools/train_net.py (log in the run dir)")
+        with open(os.path.join(out, "train_stdout.log"), "w") as log:
+            status = subprocess.call([sys.executable] + cmd[1:], cwd=REPO, stdout=log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        if status != 0:
+            logger.error("training %s failed (exit %d); see %s", run_id(row), status, out)
+            return status
+        progress.step(i, run_id(row), "evaluating model_final.pth")
+        from resnest_dense import model_zoo
+
+        cfg = model_zoo.get_config(row["config"])
+        cfg.merge_from_list(list(args.opts))
+        cfg.OUTPUT_DIR = out
+        evaluate(cfg, os.path.join(out, "model_final.pth"), out)
+        progress.finish_run()
+    if not args.dry_run:
+        collect(os.path.join(args.output, "train"), os.path.join(args.output, "train"))
+    return 0
+
+
+# ----------------------------------------------------------------------- smoke
+
+_SMOKE_COMMON = [
+    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "DATALOADER.NUM_WORKERS", 0,
+    "SOLVER.IMS_PER_BATCH", 4, "SOLVER.STEPS", (), "SOLVER.WARMUP_ITERS", 0,
+    "SOLVER.CHECKPOINT_PERIOD", 100000, "TEST.EVAL_PERIOD", 0,
+]  # fmt: skip
+_SMOKE_COCO = [
+    "DATASETS.TRAIN", ("toy_coco_train",), "DATASETS.TEST", ("toy_coco_val",),
+    "MODEL.ROI_HEADS.NUM_CLASSES", 3, "INPUT.MIN_SIZE_TRAIN", (112, 128),
+    "INPUT.MAX_SIZE_TRAIN", 192, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 300, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64, "TEST.PRECISE_BN.ENABLED", False,
+    "SOLVER.BASE_LR", 0.02,
+]  # fmt: skip
+_SMOKE_ADE = [
+    "DATASETS.TRAIN", ("toy_sem_seg_train",), "DATASETS.TEST", ("toy_sem_seg_val",),
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4, "MODEL.SEM_SEG_HEAD.CONVS_DIM", 64,
+    "MODEL.SEM_SEG_HEAD.AUX_CONVS_DIM", 32, "INPUT.BASE_SIZE", 112, "INPUT.CROP.SIZE", [96, 96],
+    "TEST.SEM_SEG.BASE_SIZE", 0, "TEST.SEM_SEG.CROP_SIZE", 0, "SOLVER.BASE_LR", 0.01,
+    "MODEL.RESNETS.STEM_WIDTH", 16, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+]  # fmt: skip
+
+
+def smoke_opts(row: Dict, iters: int) -> List:
+    """Overrides turning a paper config into a seconds-long CPU run on a toy dataset.
+
+    ResNeSt rows train a ResNeSt-14 (split attention, deep stem, avd, avg_down as in the
+    config), ResNet rows an R-18 (COCO) or a narrow R-50 (DeepLabV3).
+    """
+    resnest = row["backbone"].startswith("S-")
+    opts = list(_SMOKE_COMMON) + ["SOLVER.MAX_ITER", iters]
+    if row["dataset"].startswith("coco"):
+        opts += _SMOKE_COCO
+        opts += (
+            ["MODEL.RESNETS.DEPTH", 14]
+            if resnest
+            else ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
+        )
+    else:
+        opts += _SMOKE_ADE
+        opts += (
+            ["MODEL.RESNETS.DEPTH", 14]
+            if resnest
+            else ["MODEL.RESNETS.DEPTH", 50, "MODEL.RESNETS.WIDTH_PER_GROUP", 16]
+        )
+    return opts
+
+
+def smoke_backbone(row: Dict) -> str:
+    if row["backbone"].startswith("S-"):
+        return "S-14"
+    return "R-18" if row["dataset"].startswith("coco") else "R-50 (width 16)"
+
+
+def _train_in_process(cfg, progress: Progress, index: int, name: str) -> str:
+    """A short detectron2 ``SimpleTrainer`` run; returns the saved model_final.pth."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import build_detection_train_loader
+    from detectron2.engine import SimpleTrainer
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_lr_scheduler, build_optimizer
+    from detectron2.utils.events import EventStorage
+
+    from resnest_dense.engine import semseg
+
+    model = build_model(cfg)
+    if semseg.is_semseg_config(cfg):
+        loader = semseg.build_semseg_train_loader(cfg)
+        optimizer = semseg.build_semseg_optimizer(cfg, model)
+        scheduler = semseg.build_semseg_lr_scheduler(cfg, optimizer)
+    else:
+        loader = build_detection_train_loader(cfg)
+        optimizer = build_optimizer(cfg, model)
+        scheduler = build_lr_scheduler(cfg, optimizer)
+    trainer = SimpleTrainer(model, loader, optimizer)
+    metrics = []
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        for it in range(cfg.SOLVER.MAX_ITER):
+            storage.iter = it
+            trainer.iter = it
+            trainer.run_step()
+            scheduler.step()
+            loss = storage.history("total_loss").latest()
+            metrics.append({"iteration": it, "total_loss": loss})
+            if (it + 1) % max(1, cfg.SOLVER.MAX_ITER // 4) == 0:
+                progress.step(index, name, f"iter {it + 1}/{cfg.SOLVER.MAX_ITER} loss {loss:.3f}")
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), "w") as f:
+        f.write("\n".join(json.dumps(m) for m in metrics) + "\n")
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save("model_final")
+    return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+
+
+def smoke(args) -> int:
+    """Train + evaluate every matrix cell (R-50/S-50 row of each task) at toy scale."""
+    import torch
+
+    from resnest_dense import model_zoo
+
+    torch.manual_seed(0)
+    root = os.path.abspath(args.output)
+    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(root, "datasets"))
+    _register_toy_sets()
+    rows = [r for r in paper_rows() if r["backbone"] in ("R-50", "S-50")]
+    rows = [r for r in rows if re.search(args.only or "", run_id(r))]
+    progress = Progress(len(rows))
+    t0 = time.time()
+    for i, row in enumerate(rows, 1):
+        out = os.path.join(root, "smoke", run_id(row))
+        cfg = model_zoo.get_config(row["config"])
+        cfg.merge_from_list(smoke_opts(row, args.iters))
+        cfg.OUTPUT_DIR = out
+        write_run_json(out, row, kind="toy", smoke_backbone=smoke_backbone(row),
+                       iters=args.iters, opts=[str(o) for o in smoke_opts(row, args.iters)])  # fmt: skip
+        progress.step(i, run_id(row), f"training {smoke_backbone(row)} for {args.iters} iters")
+        weights = _train_in_process(cfg, progress, i, run_id(row))
+        progress.step(i, run_id(row), f"evaluating on {cfg.DATASETS.TEST[0]}")
+        evaluate(cfg, weights, out)
+        progress.finish_run()
+    logger.info("Smoke matrix of %d runs took %s", len(rows), _fmt_s(time.time() - t0))
+    collect(os.path.join(root, "smoke"), os.path.join(root, "smoke"))
+    return 0
+
+
+# --------------------------------------------------------------------- collect
+
+
+def _metrics_from_run(run_dir: str) -> Dict[str, float]:
+    """Paper metric -> value, from results.json or else metrics.json's last eval scalars."""
+    found: Dict[str, float] = {}
+    results_file = os.path.join(run_dir, "results.json")
+    if os.path.isfile(results_file):
+        with open(results_file) as f:
+            results = json.load(f)["results"]
+        for metric, (task, key) in METRICS.items():
+            value = results.get(task, {}).get(key)
+            if value is not None:
+                found[metric] = float(value)
+        return found
+    metrics_file = os.path.join(run_dir, "metrics.json")
+    if os.path.isfile(metrics_file):
+        with open(metrics_file) as f:
+            for line in f:
+                record = json.loads(line)
+                for metric, (task, key) in METRICS.items():
+                    if f"{task}/{key}" in record:
+                        found[metric] = float(record[f"{task}/{key}"])
+    return found
+
+
+def read_runs(root: str) -> List[Dict]:
+    """Every run dir under ``root`` with a run.json, with its metrics."""
+    runs = []
+    for dirpath, _, files in sorted(os.walk(root)):
+        if "run.json" in files:
+            with open(os.path.join(dirpath, "run.json")) as f:
+                info = json.load(f)
+            info["dir"] = dirpath
+            info["measured"] = _metrics_from_run(dirpath)
+            runs.append(info)
+    return runs
+
+
+def _gain(values: Dict, key) -> Optional[float]:
+    a, b = values.get(key[0]), values.get(key[1])
+    return None if a is None or b is None else round(a - b, 2)
+
+
+def build_table(runs: List[Dict]) -> List[Dict]:
+    """One line per (task, backbone, metric): measured, paper, and the ResNeSt-ResNet gains."""
+    paper = {(r["task"], r["backbone"]): r for r in paper_rows()}
+    measured = {(r["task"], r["backbone"]): r for r in runs}
+    lines = []
+    for key, prow in paper.items():
+        if key not in measured:
+            continue
+        run = measured[key]
+        base = prow["baseline"]
+        for metric in METRICS:
+            if metric not in prow["metrics"]:
+                continue
+            m = run["measured"].get(metric)
+            line = OrderedDict(
+                task=key[0], backbone=key[1], metric=metric,
+                run_kind=run.get("kind", ""), trained_backbone=run.get("smoke_backbone", key[1]),
+                measured=None if m is None else round(m, 2), paper=prow["metrics"][metric],
+                measured_gain=None, paper_gain=None, baseline=base or "",
+            )  # fmt: skip
+            if base:
+                line["paper_gain"] = round(
+                    prow["metrics"][metric] - paper[(key[0], base)]["metrics"][metric], 2
+                )
+                base_run = measured.get((key[0], base))
+                if base_run and m is not None and metric in base_run["measured"]:
+                    line["measured_gain"] = round(m - base_run["measured"][metric], 2)
+            lines.append(line)
+    return lines
+
+
+def _cell(v) -> str:
+    return "" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+
+def write_markdown(lines: List[Dict], path: str, toy: bool) -> None:
+    head = ["task", "backbone", "trained_backbone", "metric", "measured", "paper",
+            "measured_gain", "paper_gain"]  # fmt: skip
+    titles = ["Task", "Backbone", "Trained as", "Metric", "Measured", "Paper",
+              "Measured gain (S - R)", "Paper gain (S - R)"]  # fmt: skip
+    out = ["# ResNeSt vs ResNet: measured beside the paper", ""]
+    if toy:
+        out += [f"**{TOY_LABEL}.**", ""]
+    out += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for line in lines:
+        out.append("| " + " | ".join(_cell(line[h]) for h in head) + " |")
+    out += ["", "Gains are ResNeSt minus the ResNet row of the same depth (paper: 'baseline')."]
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def write_csv(lines: List[Dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(lines[0]) if lines else ["task"])
+        writer.writeheader()
+        writer.writerows(lines)
+
+
+def write_png(lines: List[Dict], path: str, toy: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in METRICS if any(line["metric"] == m for line in lines)]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5 * max(1, len(metrics)), 4.5))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    for ax, metric in zip(axes, metrics):
+        sel = [line for line in lines if line["metric"] == metric]
+        labels = [f"{line['task']}\n{line['backbone']}" for line in sel]
+        xs = range(len(sel))
+        ax.bar([x - 0.2 for x in xs], [line["measured"] or 0 for line in sel], 0.4,
+               label="measured (toy)" if toy else "measured")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], [line["paper"] for line in sel], 0.4, label="paper")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(TOY_LABEL if toy else "ResNeSt vs ResNet: measured and paper", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def collect(root: str, out_dir: Optional[str] = None) -> List[Dict]:
+    """Write results.md / results.csv / results.png for the runs under ``root``."""
+    runs = read_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no run.json under {root}: nothing to collect")
+    lines = build_table(runs)
+    out_dir = out_dir or root
+    os.makedirs(out_dir, exist_ok=True)
+    toy = any(r.get("kind") == "toy" for r in runs)
+    write_markdown(lines, os.path.join(out_dir, "results.md"), toy)
+    write_csv(lines, os.path.join(out_dir, "results.csv"))
+    write_png(lines, os.path.join(out_dir, "results.png"), toy)
+    logger.info("Collected %d runs into %s/results.{md,csv,png}", len(runs), out_dir)
+    with open(os.path.join(out_dir, "results.md")) as f:
+        logger.info("\n%s", f.read())
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--eval-released", action="store_true")
+    mode.add_argument("--train", action="store_true")
+    mode.add_argument("--collect", metavar="ROOT")
+    mode.add_argument("--smoke", action="store_true")
+    parser.add_argument("--output", default="output/reproduce", help="root of the run dirs")
+    parser.add_argument("--only", help="regex on the run / entry names to select")
+    parser.add_argument("--dry-run", action="store_true", help="print commands, run nothing")
+    parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per training run")
+    parser.add_argument("--iters", type=int, default=20, help="--smoke iterations per run")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="allow downloading released weights (default: unless "
+                             "RESNEST_DENSE_OFFLINE is set)")  # fmt: skip
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for --train")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("detectron2").setLevel(logging.WARNING)
+    logging.getLogger("fvcore").setLevel(logging.WARNING)
+    if args.collect:
+        collect(args.collect)
+        return 0
+    if args.eval_released:
+        return eval_released(args)
+    if args.train:
+        return train(args)
+    return smoke(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
