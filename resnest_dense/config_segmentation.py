@@ -39,6 +39,8 @@ def add_resnest_segmentation_config(cfg: CfgNode) -> CfgNode:
     # black pixels / ignore labels when the image is smaller) and INPUT.RANDOM_FLIP applied.
     _set_default(cfg.INPUT, "BASE_SIZE", 520)
     _set_default(cfg.INPUT, "RANDOM_SCALE", [0.5, 2.0])
+    # Probability of a Gaussian blur of radius U(0, 1) on a training crop (0.5 in the reference).
+    _set_default(cfg.INPUT, "BLUR_PROB", 0.0)
 
     # Inference of MultiScaleSemanticSegmentor. Single scale: SCALES [1.0], FLIP False.
     # The reference multi-scale + flip: SCALES [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], FLIP True.

@@ -10,6 +10,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import transforms as T
 from detectron2.engine import SimpleTrainer
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
@@ -22,6 +23,7 @@ from resnest_dense.engine.semseg import (
     build_semseg_evaluator,
     build_semseg_lr_scheduler,
     build_semseg_optimizer,
+    build_semseg_train_augmentations,
     build_semseg_train_loader,
 )
 
@@ -187,3 +189,20 @@ def test_every_segmentation_yaml_loads_and_builds(yaml_file):
     if "ADE20K" in yaml_file and "Base" not in yaml_file:
         assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.INPUT.CROP.SIZE == [480, 480]
         assert isinstance(model.backbone.res5[0].conv1.norm, torch.nn.SyncBatchNorm)
+
+
+def test_train_augmentations_follow_the_recipe():
+    cfg = segmentation_cfg(
+        os.path.join(REPO, "configs", "ADE20K-SemanticSegmentation", "Base-DeepLabV3-OS8.yaml")
+    )
+    augs = build_semseg_train_augmentations(cfg)
+    assert [type(a).__name__ for a in augs] == [
+        "ResizeScale", "FixedSizeCrop", "RandomFlip", "RandomGaussianBlur"
+    ]  # fmt: skip
+    image = np.random.randint(0, 255, (300, 400, 3), np.uint8)
+    labels = np.random.randint(0, 150, (300, 400), np.uint8)
+    aug_input = T.AugInput(image, sem_seg=labels)
+    T.AugmentationList(augs)(aug_input)
+    assert aug_input.image.shape == (480, 480, 3) and aug_input.sem_seg.shape == (480, 480)
+    # Labels are never blurred or interpolated: only original ids and the 255 padding remain.
+    assert set(np.unique(aug_input.sem_seg)) <= set(np.unique(labels)) | {255}

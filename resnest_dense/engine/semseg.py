@@ -25,7 +25,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.file_io import PathManager
-from PIL import Image
+from PIL import Image, ImageFilter
 
 __all__ = [
     "build_semseg_train_augmentations",
@@ -34,9 +34,45 @@ __all__ = [
     "build_semseg_lr_scheduler",
     "build_semseg_evaluator",
     "is_semseg_config",
+    "RandomGaussianBlur",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class GaussianBlurTransform(T.Transform):
+    """Blur the image (PIL ``GaussianBlur``); labels and coordinates are unchanged."""
+
+    def __init__(self, radius: float):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        blurred = Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=self.radius))
+        return np.asarray(blurred)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return segmentation
+
+    def inverse(self) -> T.Transform:
+        return T.NoOpTransform()
+
+
+class RandomGaussianBlur(T.Augmentation):
+    """With probability ``prob``, blur with a radius drawn from U(0, ``max_radius``) (PSPNet /
+    PyTorch-Encoding training augmentation)."""
+
+    def __init__(self, prob: float = 0.5, max_radius: float = 1.0):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        return GaussianBlurTransform(float(self._rand_range(0.0, self.max_radius)))
 
 
 def is_semseg_config(cfg) -> bool:
@@ -45,7 +81,7 @@ def is_semseg_config(cfg) -> bool:
 
 
 def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
-    """Random scale, fixed-size crop (with padding) and flip, in the reference order."""
+    """Random scale, fixed-size crop (with padding), flip and blur, as the reference."""
     if cfg.INPUT.CROP.TYPE != "absolute":
         raise ValueError(
             f"Segmentation training crops INPUT.CROP.SIZE pixels; set INPUT.CROP.TYPE "
@@ -70,6 +106,8 @@ def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
             )
         )
+    if cfg.INPUT.BLUR_PROB > 0:
+        augs.append(RandomGaussianBlur(cfg.INPUT.BLUR_PROB))
     return augs
 
 
