@@ -175,7 +175,17 @@ def eval_released(args) -> int:
             f"python tools/train_net.py --config-file configs/{entry.config} --eval-only "
             f"--num-gpus 1 MODEL.WEIGHTS {model_zoo.SCHEME}{entry.name} OUTPUT_DIR {out}"
         )
-        cfg = model_zoo.get_config(entry.config)
+        try:
+            cfg = model_zoo.get_config(entry.config)
+        except RuntimeError as e:
+            logger.info(
+                "[%d/%d] %s\n  missing config: configs/%s",
+                i,
+                len(entries),
+                entry.name,
+                entry.config,
+            )
+            continue
         missing = []
         try:
             weights = model_zoo.resolve_weights(entry.name, download=args.download)
@@ -264,7 +274,10 @@ _SMOKE_COCO = [
     "INPUT.MAX_SIZE_TRAIN", 192, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192,
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100,
     "MODEL.RPN.PRE_NMS_TOPK_TEST", 300, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64, "TEST.PRECISE_BN.ENABLED", False,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "TEST.PRECISE_BN.ENABLED", False,
+    "MODEL.FPN.OUT_CHANNELS", 64, "MODEL.ROI_BOX_HEAD.CONV_DIM", 64,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 256, "MODEL.ROI_MASK_HEAD.CONV_DIM", 64,
+    "TEST.DETECTIONS_PER_IMAGE", 20,
     "SOLVER.BASE_LR", 0.02,
 ]  # fmt: skip
 _SMOKE_ADE = [
