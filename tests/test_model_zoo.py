@@ -303,7 +303,8 @@ def test_entry_without_published_hash_loads_with_a_warning(isolated, caplog):
     torch.save({"model": {}}, cache / "nohash.pth")
     raw = {
         "name": "nohash", "file": "nohash.pth", "kind": "coco_detector",
-        "urls": ["https://example.invalid/nohash.pth"], "hash": {"algorithm": "sha256", "value": None},
+        "urls": ["https://example.invalid/nohash.pth"],
+        "hash": {"algorithm": "sha256", "value": None},
         "format": "detectron2", "config": TOY_SEG, "source": "resnest_d2_readme",
     }  # fmt: skip
     reg = W.load_registry(write_registry(isolated / "reg.json", raw))

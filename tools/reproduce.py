@@ -177,7 +177,7 @@ def eval_released(args) -> int:
         )
         try:
             cfg = model_zoo.get_config(entry.config)
-        except RuntimeError as e:
+        except RuntimeError:
             logger.info(
                 "[%d/%d] %s\n  missing config: configs/%s",
                 i,
@@ -378,8 +378,10 @@ def smoke(args) -> int:
         cfg = model_zoo.get_config(row["config"])
         cfg.merge_from_list(smoke_opts(row, args.iters))
         cfg.OUTPUT_DIR = out
-        write_run_json(out, row, kind="toy", smoke_backbone=smoke_backbone(row),
-                       iters=args.iters, opts=[str(o) for o in smoke_opts(row, args.iters)])  # fmt: skip
+        opts = [str(o) for o in smoke_opts(row, args.iters)]
+        write_run_json(
+            out, row, kind="toy", smoke_backbone=smoke_backbone(row), iters=args.iters, opts=opts
+        )
         progress.step(i, run_id(row), f"training {smoke_backbone(row)} for {args.iters} iters")
         weights = _train_in_process(cfg, progress, i, run_id(row))
         progress.step(i, run_id(row), f"evaluating on {cfg.DATASETS.TEST[0]}")

@@ -6,7 +6,8 @@ so ``MODEL.WEIGHTS resnest://resnest50`` works in every tool.
 Example::
 
     from resnest_dense import model_zoo
-    cfg = model_zoo.get_config("COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml")
+    name = "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml"
+    cfg = model_zoo.get_config(name)
     model = model_zoo.get("ADE20K-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_120ep.yaml",
                           trained=True, device="cpu")
 """
