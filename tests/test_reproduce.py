@@ -129,7 +129,7 @@ def test_smoke_segmentation_pair_end_to_end(tmp_path, monkeypatch):
 def test_smoke_full_matrix(tmp_path, monkeypatch):
     """All five tasks x ResNet/ResNeSt at toy scale (the CI acceptance run)."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
-    assert reproduce.main(["--smoke", "--output", str(tmp_path)]) == 0
+    assert reproduce.main(["--smoke", "--iters", "8", "--output", str(tmp_path)]) == 0
     lines = list(csv.DictReader(open(tmp_path / "smoke" / "results.csv")))
     tasks = {line["task"] for line in lines}
     assert tasks == {"Faster R-CNN", "Cascade R-CNN", "Mask R-CNN", "Cascade Mask R-CNN",
