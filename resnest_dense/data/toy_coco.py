@@ -30,6 +30,7 @@ __all__ = [
     "generate_toy_coco",
     "ensure_toy_coco",
     "register_toy_coco",
+    "default_toy_coco_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,12 +167,41 @@ def ensure_toy_coco(root: str, **kwargs) -> str:
     return root
 
 
-def _load_toy_split(root: str, split: str, generate_kwargs: Dict) -> List[Dict]:
+def default_toy_coco_root() -> str:
+    """``$DETECTRON2_DATASETS/toy_coco`` (default ``./datasets/toy_coco``), read now."""
+    return os.path.join(
+        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "toy_coco"
+    )
+
+
+def _set_split_metadata(name: str, root: str, split: str, generate_kwargs: Dict) -> None:
+    """Point ``name``'s metadata at the files under ``root`` (replacing an older root)."""
+    meta = MetadataCatalog.get(name)
+    if meta.get("toy_coco_root") not in (None, root):
+        MetadataCatalog.remove(name)
+        meta = MetadataCatalog.get(name)
+    meta.set(
+        json_file=os.path.join(root, "annotations", f"instances_{split}.json"),
+        image_root=os.path.join(root, split),
+        evaluator_type="coco",
+        thing_classes=list(TOY_CLASSES),
+        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(TOY_CLASSES))},
+        toy_coco_root=root,
+        toy_coco_generate_kwargs=generate_kwargs,
+    )
+
+
+def _load_toy_split(
+    name: str, root: Optional[str], split: str, generate_kwargs: Dict
+) -> List[Dict]:
+    root = root or default_toy_coco_root()
+    _set_split_metadata(name, root, split, generate_kwargs)
     ensure_toy_coco(root, **generate_kwargs)
     return load_coco_json(
         os.path.join(root, "annotations", f"instances_{split}.json"),
         os.path.join(root, split),
-        dataset_name=None,
+        # The name makes detectron2 map category ids 1..3 to contiguous 0..2.
+        dataset_name=name,
     )
 
 
@@ -188,33 +218,32 @@ def register_toy_coco(
     trainer evaluates these names with COCO box (and mask) AP.
 
     Args:
-        root: directory of the set; default ``$DETECTRON2_DATASETS/toy_coco``.
+        root: directory of the set. None: ``$DETECTRON2_DATASETS/toy_coco`` as the variable is
+            set when the data are loaded (not when registered); ``json_file`` / ``image_root``
+            metadata are then set on loading.
         prefix: name prefix.
         num_train, num_val, seed: see :func:`generate_toy_coco`.
 
     Returns:
         The registered names.
     """
-    if root is None:
-        root = os.path.join(
-            os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "toy_coco"
-        )
     generate_kwargs = dict(num_train=num_train, num_val=num_val, seed=seed)
     names = []
     for split in ("train", "val"):
         name = f"{prefix}_{split}"
         DatasetCatalog.register(
-            name, lambda split=split: _load_toy_split(root, split, generate_kwargs)
+            name,
+            lambda name=name, split=split: _load_toy_split(name, root, split, generate_kwargs),
         )
-        MetadataCatalog.get(name).set(
-            json_file=os.path.join(root, "annotations", f"instances_{split}.json"),
-            image_root=os.path.join(root, split),
-            evaluator_type="coco",
-            thing_classes=list(TOY_CLASSES),
-            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(TOY_CLASSES))},
-            toy_coco_root=root,
-            toy_coco_generate_kwargs=generate_kwargs,
-        )
+        if root is None:
+            MetadataCatalog.get(name).set(
+                evaluator_type="coco",
+                thing_classes=list(TOY_CLASSES),
+                thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(TOY_CLASSES))},
+                toy_coco_generate_kwargs=generate_kwargs,
+            )
+        else:
+            _set_split_metadata(name, root, split, generate_kwargs)
         names.append(name)
     return names
 

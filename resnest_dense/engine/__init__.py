@@ -1,0 +1,22 @@
+"""Training and evaluation entry points: a thin detectron2 ``DefaultTrainer`` and ``setup``.
+
+:class:`Trainer` serves every config of this project: detection / instance segmentation
+(detectron2's defaults, COCO evaluation) and semantic segmentation (the builders of
+:mod:`resnest_dense.engine.semseg`). :func:`setup` turns ``tools/train_net.py`` arguments into a
+frozen config with clear errors for unknown keys, missing files and unregistered datasets.
+"""
+
+from .config import add_resnest_engine_config, register_coco_format_datasets
+from .evaluation import build_coco_evaluator, coco_eval_backend
+from .trainer import Trainer, check_datasets, setup, write_results
+
+__all__ = [
+    "Trainer",
+    "add_resnest_engine_config",
+    "build_coco_evaluator",
+    "check_datasets",
+    "coco_eval_backend",
+    "register_coco_format_datasets",
+    "setup",
+    "write_results",
+]
