@@ -8,7 +8,7 @@ frozen config with clear errors for unknown keys, missing files and unregistered
 
 from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator, coco_eval_backend
-from .trainer import Trainer, check_datasets, setup, write_results
+from .trainer import Trainer, check_datasets, load_config, setup, write_results
 
 __all__ = [
     "Trainer",
@@ -16,6 +16,7 @@ __all__ = [
     "build_coco_evaluator",
     "check_datasets",
     "coco_eval_backend",
+    "load_config",
     "register_coco_format_datasets",
     "setup",
     "write_results",

@@ -27,7 +27,7 @@ from .semseg import (
     is_semseg_config,
 )
 
-__all__ = ["Trainer", "setup", "check_datasets", "write_results"]
+__all__ = ["Trainer", "setup", "load_config", "check_datasets", "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _merge(cfg: CfgNode, config_file: str, opts: Sequence[str]) -> None:
         raise KeyError(f"{e.args[0] if e.args else e} (in config file {config_file})") from e
     try:
         cfg.merge_from_list(list(opts))
-    except KeyError as e:
+    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in a list
         raise KeyError(f"{e.args[0] if e.args else e} (in the command-line options)") from e
 
 
@@ -109,7 +109,7 @@ def check_datasets(cfg: CfgNode, train: bool = True) -> None:
     for name in names:
         if name not in registered:
             toy = [n for n in registered if n.startswith("toy_")]
-            examples = sorted(set(toy + [n for n in registered if n.startswith("coco_2017")]))
+            examples = sorted(toy) + sorted(n for n in registered if n.startswith("coco_2017"))
             raise KeyError(
                 f"Dataset {name!r} is not registered. Registered names include: "
                 f"{', '.join(examples[:8])}, ... ({len(registered)} in total). Register your "
@@ -129,21 +129,38 @@ def check_datasets(cfg: CfgNode, train: bool = True) -> None:
                 )
 
 
-def setup(args) -> CfgNode:
-    """Frozen config from ``tools/train_net.py`` arguments, with detectron2's default setup.
+def load_config(config_file: str, opts: Sequence[str] = (), train: bool = True) -> CfgNode:
+    """The merged (not yet frozen) config of ``config_file`` + ``KEY VALUE`` options.
 
-    get_cfg -> ResNeSt, segmentation and tool keys -> ``--config-file`` -> trailing
-    ``KEY VALUE`` options -> fork backbone names -> ``DATASETS.COCO_FORMAT`` registration ->
-    dataset checks -> freeze -> ``default_setup`` (logging, config.yaml in OUTPUT_DIR).
+    get_cfg -> ResNeSt, segmentation and tool keys -> the file -> the options -> fork
+    backbone names -> ``DATASETS.COCO_FORMAT`` registration -> dataset checks.
+
+    Args:
+        config_file: a YAML file (e.g. ``configs/COCO-Detection/...yaml``).
+        opts: trailing ``KEY VALUE`` overrides.
+        train: also check that ``DATASETS.TRAIN`` can be loaded.
+
+    Raises:
+        FileNotFoundError: missing config file or dataset files.
+        KeyError: unknown config key (naming the key and where it came from) or unregistered
+            dataset name.
     """
     cfg = get_cfg()
     add_resnest_config(cfg)
     add_resnest_segmentation_config(cfg)
     add_resnest_engine_config(cfg)
-    _merge(cfg, args.config_file, args.opts)
+    _merge(cfg, config_file, opts)
     resolve_fork_backbone_name(cfg)
     register_coco_format_datasets(cfg.DATASETS.COCO_FORMAT)
-    check_datasets(cfg, train=not getattr(args, "eval_only", False))
+    check_datasets(cfg, train=train)
+    return cfg
+
+
+def setup(args) -> CfgNode:
+    """Frozen config from ``tools/train_net.py`` arguments, with detectron2's default setup
+    (logging, ``config.yaml`` in ``OUTPUT_DIR``); see :func:`load_config`."""
+    eval_only = getattr(args, "eval_only", False)
+    cfg = load_config(args.config_file, args.opts, train=not eval_only)
     cfg.freeze()
     default_setup(cfg, args)
     logger.info(
@@ -153,6 +170,11 @@ def setup(args) -> CfgNode:
         cfg.MODEL.RESNETS.NORM,
         cfg.MODEL.FPN.NORM,
     )
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning(
+            "MODEL.WEIGHTS is empty: %s a randomly initialised model.",
+            "evaluating" if eval_only else "training",
+        )
     return cfg
 
 
