@@ -1,0 +1,239 @@
+#!/usr/bin/env python
+"""Detector inference latency, training-step time and peak memory, ResNeSt vs ResNet.
+
+Measured in one invocation, each case in its own subprocess (clean peak RSS), same threads:
+
+* Faster R-CNN and Mask R-CNN inference at 800x1216 (batch 1): detectron2 R50-FPN and our
+  S50-FPN, plain and with the inference fast path (``optimize_for_inference``: BN folding,
+  channels_last). The fast path's outputs are checked against the plain path first.
+* One training iteration (2 images of 512x768) of S-101 Faster R-CNN with and without
+  ``MODEL.RESNETS.GRAD_CHECKPOINT``: time, peak memory, and the loss of both (must be equal).
+* The GEMM peak of this machine (2048^3 fp32 matmul) and the backbones' measured GFLOP/s.
+
+FLOPs are counted with fvcore (``FlopCountAnalysis``, one multiply-add = 1 "flop", the
+convention of the ResNet/ResNeSt papers' GFLOPs); GEMM peak is reported in the same unit.
+
+    python benchmarks/bench_detector.py [--threads 2] [--repeats 3] [--out benchmarks/results]
+"""
+
+import argparse
+import copy
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "faster R50-FPN": "COCO-Detection/faster_rcnn_R_50_FPN_syncbn_range-scale_1x.yaml",
+    "faster S50-FPN": "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml",
+    "mask R50-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_syncbn_1x.yaml",
+    "mask S50-FPN": "COCO-InstanceSegmentation/mask_rcnn_ResNeSt_50_FPN_syncBN_1x.yaml",
+    "faster S101-FPN": "COCO-Detection/faster_rcnn_ResNeSt_101_FPN_syncbn_range-scale_1x.yaml",
+}
+
+
+def load_cfg(name: str, opts=()):
+    from detectron2.config import get_cfg
+
+    import resnest_dense
+
+    cfg = resnest_dense.add_resnest_config(get_cfg())
+    cfg.merge_from_file(str(ROOT / "configs" / CONFIGS[name]))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    resnest_dense.resolve_fork_backbone_name(cfg)
+    return cfg
+
+
+def build(name: str, opts=()):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    return build_model(load_cfg(name, opts))
+
+
+def _inputs(h: int, w: int, n: int = 1):
+    g = torch.Generator().manual_seed(0)
+    return [
+        {"image": (torch.rand(3, h, w, generator=g) * 255), "height": h, "width": w}
+        for _ in range(n)
+    ]
+
+
+def gemm_peak(threads: int) -> float:
+    """Best of 5 fp32 2048^3 matmuls, in multiply-adds per second (GMAC/s)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2048**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def backbone_gmacs(name: str, h: int, w: int) -> float:
+    from fvcore.nn import FlopCountAnalysis
+
+    model = build(name).eval()
+    x = torch.zeros(1, 3, h, w)
+    counter = FlopCountAnalysis(model.backbone.bottom_up, x)
+    counter.unsupported_ops_warnings(False)
+    counter.uncalled_modules_warnings(False)
+    return counter.total() / 1e9
+
+
+def check_fast_path(name: str) -> float:
+    """Max relative difference of the FPN features between plain and fast path."""
+    from resnest_dense.utils import optimize_for_inference
+
+    model = build(name).eval()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    x = torch.randn(1, 3, 320, 480)
+    with torch.no_grad():
+        a, b = model.backbone(x), fast.backbone(x)
+    return max(((a[k] - b[k]).abs().max() / a[k].abs().max()).item() for k in a)
+
+
+def infer_worker(name: str, fast: bool, repeats: int) -> dict:
+    from resnest_dense.utils import optimize_for_inference
+
+    model = build(name).eval()
+    if fast:
+        optimize_for_inference(model)
+    inputs = _inputs(800, 1216)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        model(inputs)
+        backbone = [
+            _timed(lambda: model.backbone(torch.zeros(1, 3, 800, 1216))) for _ in range(repeats)
+        ]
+        full = [_timed(lambda: model(inputs)) for _ in range(repeats)]
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return {
+        "latency_s": sorted(full)[repeats // 2],
+        "backbone_s": sorted(backbone)[repeats // 2],
+        "peak_mb": peak,
+    }
+
+
+def train_worker(name: str, checkpoint: bool) -> dict:
+    from detectron2.structures import Boxes, Instances
+
+    opts = ["MODEL.RESNETS.GRAD_CHECKPOINT", checkpoint, "MODEL.BACKBONE.FREEZE_AT", 0]
+    model = build(name, opts).train()
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for _ in range(2):
+        inst = Instances((512, 768))
+        inst.gt_boxes = Boxes(
+            torch.tensor([[50.0, 60.0, 300.0, 400.0], [400.0, 100.0, 700.0, 450.0]])
+        )
+        inst.gt_classes = torch.tensor([1, 5])
+        batch.append({"image": torch.rand(3, 512, 768, generator=g) * 255, "instances": inst})
+    torch.manual_seed(0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    losses = model(batch)
+    total = sum(losses.values())
+    total.backward()
+    elapsed = time.perf_counter() - t0
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return {"step_s": elapsed, "peak_mb": peak, "loss": total.item()}
+
+
+def _sub(*args) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, *map(str, args)], capture_output=True, text=True
+    )
+    if proc.returncode:
+        sys.exit(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--infer", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--train", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.infer:
+        print(json.dumps(infer_worker(args.infer[0], args.infer[1] == "fast", args.repeats)))
+        return
+    if args.train:
+        print(json.dumps(train_worker(args.train[0], args.train[1] == "ckpt")))
+        return
+
+    peak = gemm_peak(args.threads)
+    print(f"GEMM peak (2048^3 fp32): {peak:.1f} GMAC/s = {2 * peak:.1f} GFLOP/s", flush=True)
+    err = max(check_fast_path(n) for n in ("faster S50-FPN", "faster R50-FPN"))
+    print(f"fast path vs plain, FPN features: max relative difference {err:.2e}", flush=True)
+    if err > 1e-4:
+        sys.exit("fast path differs from the plain path: not timing")
+
+    rows = {}
+    for name in ("faster R50-FPN", "faster S50-FPN", "mask R50-FPN", "mask S50-FPN"):
+        for mode in ("plain", "fast"):
+            rows[(name, mode)] = _sub(
+                "--infer", name, mode, "--repeats", args.repeats, "--threads", args.threads
+            )
+            print(f"  {name} {mode}: {rows[(name, mode)]['latency_s']:.2f} s", flush=True)
+    gmacs = {n: backbone_gmacs(n, 800, 1216) for n in ("faster R50-FPN", "faster S50-FPN")}
+    train = {
+        m: _sub("--train", "faster S101-FPN", m, "--threads", args.threads)
+        for m in ("plain", "ckpt")
+    }
+
+    lines = [
+        f"CPU, {args.threads} threads, fp32, torch {torch.__version__}, median of "
+        f"{args.repeats}; GEMM peak {peak:.1f} GMAC/s ({2 * peak:.1f} GFLOP/s).",
+        "",
+        "| model @ 800x1216 | path | latency s | vs R50 same path | backbone s | backbone GMAC/s "
+        "| % of GEMM peak | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, mode in rows:
+        r = rows[(name, mode)]
+        ref = rows[(name.replace("S50", "R50"), mode)]
+        key = "faster " + name.split(" ")[1]
+        rate = gmacs[key] / r["backbone_s"]
+        lines.append(
+            f"| {name} | {mode} | {r['latency_s']:.2f} | {r['latency_s'] / ref['latency_s']:.2f}x "
+            f"| {r['backbone_s']:.2f} | {rate:.1f} | {100 * rate / peak:.0f}% | {r['peak_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Backbone cost at 800x1216 (fvcore): R-50 {gmacs['faster R50-FPN']:.1f} GMAC, "
+        f"S-50 {gmacs['faster S50-FPN']:.1f} GMAC (ratio "
+        f"{gmacs['faster S50-FPN'] / gmacs['faster R50-FPN']:.2f}).",
+        "",
+        "| S-101 Faster R-CNN train step, 2 x 512x768 | step s | peak MB | loss |",
+        "|---|---|---|---|",
+    ]
+    for mode, r in train.items():
+        label = "gradient checkpointing" if mode == "ckpt" else "plain"
+        lines.append(f"| {label} | {r['step_s']:.2f} | {r['peak_mb']:.0f} | {r['loss']:.6f} |")
+    saved = 1 - train["ckpt"]["peak_mb"] / train["plain"]["peak_mb"]
+    lines.append(f"\nGradient checkpointing cuts the step's peak memory by {100 * saved:.0f}%.")
+    table = "\n".join(lines)
+    print(table)
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "detector.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Checkpoints are written atomically: a failed write leaves the previous state intact."""
+
+import os
+
+import pytest
+import torch
+
+from resnest_dense.engine.atomic_checkpoint import AtomicDetectionCheckpointer
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def test_save_and_resume(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    ckpt.save("model_0000009", iteration=9)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    other = torch.nn.Linear(3, 2)
+    loaded = AtomicDetectionCheckpointer(other, save_dir=str(tmp_path)).resume_or_load(
+        "", resume=True
+    )
+    assert loaded["iteration"] == 9
+    torch.testing.assert_close(other.weight, model.weight)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
+
+
+def test_interrupted_write_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    ckpt.save("model_0000004", iteration=4)
+    good = (tmp_path / "model_0000004.pth").read_bytes()
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(10)  # half-written file, then the process "dies"
+        raise _Boom("killed during write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(_Boom):
+        ckpt.save("model_0000009", iteration=9)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    assert not (tmp_path / "model_0000009.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert (tmp_path / "model_0000004.pth").read_bytes() == good
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
+    loaded = AtomicDetectionCheckpointer(torch.nn.Linear(3, 2), save_dir=str(tmp_path))
+    assert loaded.resume_or_load("", resume=True)["iteration"] == 4
