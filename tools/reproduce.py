@@ -84,16 +84,17 @@ class Progress:
 # ------------------------------------------------------------------ evaluation
 
 
-def _register_toy_sets() -> None:
+def register_smoke_sets(root: str) -> None:
+    """Small copies of the generated toy sets (``smoke_toy_coco_*``, ``smoke_toy_sem_seg_*``)."""
     from detectron2.data import DatasetCatalog
 
     from resnest_dense.data.toy_coco import register_toy_coco
     from resnest_dense.data.toy_sem_seg import register_toy_sem_seg
 
-    if "toy_coco_train" not in DatasetCatalog.list():
-        register_toy_coco()
-    if "toy_sem_seg_train" not in DatasetCatalog.list():
-        register_toy_sem_seg()
+    if "smoke_toy_coco_train" not in DatasetCatalog.list():
+        register_toy_coco(os.path.join(root, "toy_coco"), "smoke_toy_coco", 96, 16)
+    if "smoke_toy_sem_seg_train" not in DatasetCatalog.list():
+        register_toy_sem_seg(os.path.join(root, "toy_sem_seg"), "smoke_toy_sem_seg", 64, 12)
 
 
 def build_evaluator(cfg, dataset: str, output_dir: str):
@@ -265,13 +266,13 @@ def train(args) -> int:
 
 _SMOKE_COMMON = [
     "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "DATALOADER.NUM_WORKERS", 0,
-    "SOLVER.IMS_PER_BATCH", 4, "SOLVER.STEPS", (), "SOLVER.WARMUP_ITERS", 0,
+    "SOLVER.IMS_PER_BATCH", 2, "SOLVER.STEPS", (), "SOLVER.WARMUP_ITERS", 0,
     "SOLVER.CHECKPOINT_PERIOD", 100000, "TEST.EVAL_PERIOD", 0,
 ]  # fmt: skip
 _SMOKE_COCO = [
-    "DATASETS.TRAIN", ("toy_coco_train",), "DATASETS.TEST", ("toy_coco_val",),
-    "MODEL.ROI_HEADS.NUM_CLASSES", 3, "INPUT.MIN_SIZE_TRAIN", (112, 128),
-    "INPUT.MAX_SIZE_TRAIN", 192, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 192,
+    "DATASETS.TRAIN", ("smoke_toy_coco_train",), "DATASETS.TEST", ("smoke_toy_coco_val",),
+    "MODEL.ROI_HEADS.NUM_CLASSES", 3, "INPUT.MIN_SIZE_TRAIN", (96, 112),
+    "INPUT.MAX_SIZE_TRAIN", 160, "INPUT.MIN_SIZE_TEST", 112, "INPUT.MAX_SIZE_TEST", 160,
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100,
     "MODEL.RPN.PRE_NMS_TOPK_TEST", 300, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "TEST.PRECISE_BN.ENABLED", False,
@@ -281,7 +282,7 @@ _SMOKE_COCO = [
     "SOLVER.BASE_LR", 0.02,
 ]  # fmt: skip
 _SMOKE_ADE = [
-    "DATASETS.TRAIN", ("toy_sem_seg_train",), "DATASETS.TEST", ("toy_sem_seg_val",),
+    "DATASETS.TRAIN", ("smoke_toy_sem_seg_train",), "DATASETS.TEST", ("smoke_toy_sem_seg_val",),
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4, "MODEL.SEM_SEG_HEAD.CONVS_DIM", 64,
     "MODEL.SEM_SEG_HEAD.AUX_CONVS_DIM", 32, "INPUT.BASE_SIZE", 112, "INPUT.CROP.SIZE", [96, 96],
     "TEST.SEM_SEG.BASE_SIZE", 0, "TEST.SEM_SEG.CROP_SIZE", 0, "SOLVER.BASE_LR", 0.01,
@@ -366,9 +367,11 @@ def smoke(args) -> int:
     from resnest_dense import model_zoo
 
     torch.manual_seed(0)
+    # One thread: on a shared CPU, two OpenMP threads per process fighting other jobs are
+    # several times slower than one.
+    torch.set_num_threads(args.threads)
     root = os.path.abspath(args.output)
-    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(root, "datasets"))
-    _register_toy_sets()
+    register_smoke_sets(os.path.join(root, "datasets"))
     rows = [r for r in paper_rows() if r["backbone"] in ("R-50", "S-50")]
     rows = [r for r in rows if re.search(args.only or "", run_id(r))]
     progress = Progress(len(rows))
@@ -551,7 +554,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="regex on the run / entry names to select")
     parser.add_argument("--dry-run", action="store_true", help="print commands, run nothing")
     parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per training run")
-    parser.add_argument("--iters", type=int, default=20, help="--smoke iterations per run")
+    parser.add_argument("--iters", type=int, default=30, help="--smoke iterations per run")
+    parser.add_argument("--threads", type=int, default=1, help="--smoke torch CPU threads")
     parser.add_argument("--download", action="store_true", default=None,
                         help="allow downloading released weights (default: unless "
                              "RESNEST_DENSE_OFFLINE is set)")  # fmt: skip
