@@ -249,6 +249,9 @@ def train(args) -> int:
         if status != 0:
             logger.error("training %s failed (exit %d); see %s", run_id(row), status, out)
             return status
+        if os.path.isfile(os.path.join(out, "results.json")):
+            progress.finish_run()  # train_net evaluated the final model itself
+            continue
         progress.step(i, run_id(row), "evaluating model_final.pth")
         from resnest_dense import model_zoo
 
