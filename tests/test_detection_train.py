@@ -48,7 +48,9 @@ def _tasks(family):
 def test_train_eval_resume(family, train_net, tmp_path):
     config = RESNEST_CONFIGS[family]
     out = tmp_path / "run"
-    results = train_net.main(train_net_args(config, *TINY, "OUTPUT_DIR", out))
+    # The evaluation after training (and its results.json) is checked on one family only.
+    no_eval = [] if family == "faster" else ["DATASETS.TEST", ()]
+    results = train_net.main(train_net_args(config, *TINY, "OUTPUT_DIR", out, *no_eval))
     # Checkpoints, detectron2's writers and the final evaluation.
     for name in ("model_0000001.pth", "model_final.pth", "metrics.json", "config.yaml"):
         assert (out / name).is_file(), name
@@ -56,10 +58,11 @@ def test_train_eval_resume(family, train_net, tmp_path):
     losses = [json.loads(line) for line in open(out / "metrics.json")]
     losses = [r["total_loss"] for r in losses if "total_loss" in r]
     assert losses and all(math.isfinite(v) for v in losses)
-    assert set(results) == _tasks(family)
-    saved = json.load(open(out / "results.json"))
-    assert set(saved["results"]) == _tasks(family)
-    assert set(saved["per_dataset"]) == {f"{TOY_PREFIX}_val"}
+    if family == "faster":
+        assert set(results) == _tasks(family)
+        saved = json.load(open(out / "results.json"))
+        assert set(saved["results"]) == _tasks(family)
+        assert set(saved["per_dataset"]) == {f"{TOY_PREFIX}_val"}
 
     # --eval-only on the trained weights (with the BN-folding fast path): COCO AP dicts.
     ev = tmp_path / "eval"
