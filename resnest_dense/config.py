@@ -20,9 +20,13 @@ _FORK_BUILDER_NAMES = {
 
 
 def add_resnest_config(cfg: CfgNode) -> CfgNode:
-    """Add the ResNeSt keys to ``cfg.MODEL.RESNETS`` (in place) and return ``cfg``.
+    """Add every key of this project to a detectron2 config (in place) and return ``cfg``.
 
-    Calling it twice is harmless; values already set are kept.
+    The ResNeSt backbone keys go to ``cfg.MODEL.RESNETS``; the segmentation keys
+    (:func:`~resnest_dense.config_segmentation.add_resnest_segmentation_config`) and the tool keys
+    (``TEST.FAST_INFERENCE``, ``DATASETS.COCO_FORMAT``, ``DATALOADER.SKIP_CORRUPT_IMAGES``,
+    ``SOLVER.CHECK_FINITE_LOSS``) are added too. Calling it twice is harmless; values already
+    set are kept.
     """
     r = cfg.MODEL.RESNETS
     defaults = {
@@ -49,6 +53,19 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
     for key, value in defaults.items():
         if key not in r:
             r[key] = value
+    # Training robustness: skip unreadable images with a counted warning instead of failing.
+    if "SKIP_CORRUPT_IMAGES" not in cfg.DATALOADER:
+        cfg.DATALOADER.SKIP_CORRUPT_IMAGES = False
+    # Stop with a clear error when a loss becomes NaN/inf (iteration and loss terms named).
+    if "CHECK_FINITE_LOSS" not in cfg.SOLVER:
+        cfg.SOLVER.CHECK_FINITE_LOSS = True
+
+    # Segmentation (dilated backbones, DeepLabV3, multi-scale test) and tool keys.
+    from .config_segmentation import add_resnest_segmentation_config
+    from .engine.config import add_resnest_engine_config
+
+    add_resnest_segmentation_config(cfg)
+    add_resnest_engine_config(cfg)
     return cfg
 
 

@@ -1,3 +1,4 @@
-"""Models; importing registers the ResNeSt backbones."""
+"""Models; importing registers the backbones, segmentation heads and meta-architectures."""
 
+from . import meta_arch, sem_seg_heads  # noqa: F401  (registration)
 from .backbone import *  # noqa: F401,F403
