@@ -16,6 +16,7 @@ norms for speed (exact) unless ``TEST.FAST_INFERENCE False``.
 """
 
 import logging
+import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
@@ -49,7 +50,7 @@ def main(args):
     # The final evaluation of detectron2's EvalHook (also run when TEST.EVAL_PERIOD is 0).
     results = getattr(trainer, "_last_eval_results", None)
     if results and comm.is_main_process():
-        write_results(cfg, results)
+        write_results(cfg, results, weights=os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     return results
 
 

@@ -12,6 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets)
 from .. import model_zoo as _model_zoo  # noqa: F401  (resnest:// weights, all builders)
@@ -163,6 +164,8 @@ def setup(args) -> CfgNode:
     cfg = load_config(args.config_file, args.opts, train=not eval_only)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup configures detectron2's loggers; ours (evaluator choice, checks) too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnest_dense")
     logger.info(
         "Effective batch %d images (%d per process), backbone norm %s, FPN norm %r",
         cfg.SOLVER.IMS_PER_BATCH,
@@ -190,12 +193,14 @@ def _jsonable(obj):
     return obj
 
 
-def write_results(cfg: CfgNode, results: Dict, path: Optional[str] = None) -> str:
+def write_results(
+    cfg: CfgNode, results: Dict, path: Optional[str] = None, weights: Optional[str] = None
+) -> str:
     """Write evaluation results to ``<OUTPUT_DIR>/results.json`` (main process only).
 
     The file holds ``results`` (the first test dataset's ``{task: {metric: value}}``, what
-    ``tools/reproduce.py`` reads), ``per_dataset``, the weights and the config file. NaN
-    values become null.
+    ``tools/reproduce.py`` reads), ``per_dataset`` and the evaluated weights (``weights``,
+    default ``MODEL.WEIGHTS``). NaN values become null.
     """
     path = path or os.path.join(cfg.OUTPUT_DIR, "results.json")
     names = list(cfg.DATASETS.TEST)
@@ -211,7 +216,11 @@ def write_results(cfg: CfgNode, results: Dict, path: Optional[str] = None) -> st
         with open(path, "w") as f:
             json.dump(
                 _jsonable(
-                    {"weights": cfg.MODEL.WEIGHTS, "results": first, "per_dataset": per_dataset}
+                    {
+                        "weights": weights or cfg.MODEL.WEIGHTS,
+                        "results": first,
+                        "per_dataset": per_dataset,
+                    }
                 ),
                 f,
                 indent=1,
