@@ -18,12 +18,12 @@ norms for speed (exact) unless ``TEST.FAST_INFERENCE False``.
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from resnest_dense.engine import Trainer, setup, write_results
+from resnest_dense.engine.atomic_checkpoint import AtomicDetectionCheckpointer
 from resnest_dense.utils import optimize_for_inference
 
 logger = logging.getLogger("resnest_dense.train_net")
@@ -33,7 +33,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         if cfg.TEST.FAST_INFERENCE:

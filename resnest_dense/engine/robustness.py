@@ -15,6 +15,8 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, List, Optional
 
+import torch
+import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
@@ -23,6 +25,7 @@ from detectron2.utils.file_io import PathManager
 __all__ = [
     "StartupError",
     "adapt_norms_for_device",
+    "check_finite_losses",
     "check_image_files",
     "validate_training_config",
     "SafeMapper",
@@ -166,3 +169,25 @@ class SafeMapper:
                 self.num_skipped,
             )
             return None
+
+
+def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
+    """Raise ``FloatingPointError`` naming the iteration and every non-finite loss term.
+
+    With several processes the flags are all-reduced first, so every worker raises together
+    (one worker failing alone would leave the others blocked in the gradient all-reduce).
+    """
+    names = sorted(loss_dict)
+    bad = torch.tensor([0.0 if torch.isfinite(loss_dict[k].detach()).all() else 1.0 for k in names])
+    if comm.get_world_size() > 1:
+        dist.all_reduce(bad)
+    if bad.any():
+        terms = [k for k, flag in zip(names, bad.tolist()) if flag]
+        values = {k: float(loss_dict[k].detach()) for k in terms}
+        raise FloatingPointError(
+            f"Non-finite loss at iteration {iteration}: {', '.join(terms)} "
+            f"(this process: {values}). Training stopped before the optimizer step; the last "
+            "checkpoint written before this iteration is intact. Lower SOLVER.BASE_LR, add "
+            "warm-up (SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or "
+            "check the annotations of this batch."
+        )

@@ -4,38 +4,157 @@ import json
 import logging
 import math
 import os
+import random
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence
 
+import numpy as np
+import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets)
 from .. import model_zoo as _model_zoo  # noqa: F401  (resnest:// weights, all builders)
 from ..config import add_resnest_config, resolve_fork_backbone_name
 from ..config_segmentation import add_resnest_segmentation_config
+from .atomic_checkpoint import AtomicDetectionCheckpointer
 from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator
+from .robustness import (
+    SafeMapper,
+    StartupError,
+    adapt_norms_for_device,
+    check_finite_losses,
+    check_image_files,
+    validate_training_config,
+)
 from .semseg import (
     build_semseg_evaluator,
     build_semseg_lr_scheduler,
     build_semseg_optimizer,
-    build_semseg_train_loader,
+    build_semseg_train_augmentations,
     is_semseg_config,
 )
+from .train_data import (
+    PositionalDataset,
+    ResumableTrainingSampler,
+    SeededMapper,
+    aspect_ratio_groups,
+    iteration_seed,
+)
 
-__all__ = ["Trainer", "setup", "load_config", "check_datasets", "write_results"]
+__all__ = [
+    "Trainer",
+    "check_datasets",
+    "check_weights_file",
+    "create_ddp_model",
+    "load_config",
+    "setup",
+    "write_results",
+]
 
 logger = logging.getLogger(__name__)
+
+_d2_create_ddp_model = d2_defaults.create_ddp_model
+
+
+def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+    """detectron2's ``create_ddp_model``, with ``device_ids=None`` for a model on the CPU.
+
+    detectron2 always passes ``device_ids=[local_rank]``, which ``DistributedDataParallel``
+    rejects for CPU modules (gloo training on CPU-only machines).
+    """
+    if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return _d2_create_ddp_model(model, **kwargs)
+
+
+def _finite_loss_hook(module: torch.nn.Module, inputs, output) -> None:
+    """Forward hook: a training forward's loss dict must be finite (before backward / step)."""
+    if not module.training or not isinstance(output, Mapping) or not output:
+        return
+    if not all(isinstance(v, torch.Tensor) for v in output.values()):
+        return
+    try:
+        iteration = get_event_storage().iter
+    except AssertionError:  # called outside a trainer
+        iteration = -1
+    check_finite_losses(output, iteration)
 
 
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with the evaluator chosen by the dataset's
-    ``evaluator_type`` and the segmentation recipe's loader / optimizer / LR schedule."""
+    ``evaluator_type``, the segmentation recipe's loader / optimizer / LR schedule, and:
+
+    * CPU multi-process training (gloo): DDP without device ids;
+    * atomic checkpoints (:class:`AtomicDetectionCheckpointer`);
+    * a train loader whose batches and augmentations are a function of the iteration
+      (:mod:`resnest_dense.engine.train_data`), so ``--resume`` continues the same stream and the
+      global batch does not depend on the number of processes;
+    * per-iteration seeding of the model's RNG when ``SEED >= 0``;
+    * start-up checks of the training images and a corrupt-image policy
+      (``DATALOADER.SKIP_CORRUPT_IMAGES``);
+    * a non-finite loss check naming the iteration and loss terms
+      (``SOLVER.CHECK_FINITE_LOSS``); no checkpoint is written after it fires.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ wraps the model with detectron2's create_ddp_model; swap in the
+        # CPU-aware one for the duration of the call rather than copying that __init__.
+        d2_defaults.create_ddp_model = create_ddp_model
+        try:
+            super().__init__(cfg)
+        finally:
+            d2_defaults.create_ddp_model = _d2_create_ddp_model
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
+        model = super().build_model(cfg)
+        if cfg.SOLVER.CHECK_FINITE_LOSS:
+            model.register_forward_hook(_finite_loss_hook)
+        return model
+
+    def build_hooks(self):
+        # Called at the end of DefaultTrainer.__init__, after it created self.checkpointer and
+        # before the PeriodicCheckpointer hook takes it: same model and checkpointables.
+        old = self.checkpointer
+        self.checkpointer = AtomicDetectionCheckpointer(
+            old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
+        )
+        return super().build_hooks()
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        if sampler is not None:
+            sampler.set_start_iter(self.start_iter)
+
+    def run_step(self) -> None:
+        if self.cfg.SEED >= 0:
+            # The model's own randomness (anchor / proposal sampling) as a function of the
+            # iteration, so a resumed run draws what the uninterrupted run drew.
+            seed = iteration_seed(self.cfg.SEED, self.iter, comm.get_rank())
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        try:
+            super().run_step()
+        except FloatingPointError:
+            # The after_train hooks still run: write no checkpoint of this state.
+            self.checkpointer.save_to_disk = False
+            raise
 
     @classmethod
     def build_evaluator(
@@ -60,9 +179,45 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
+        """detectron2's train loader with the image checks, the corrupt-image policy and, for
+        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream."""
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=(
+                cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+            ),
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        check_image_files(dicts, cfg.DATASETS.TRAIN)
         if is_semseg_config(cfg):
-            return build_semseg_train_loader(cfg)
-        return super().build_train_loader(cfg)
+            augs = build_semseg_train_augmentations(cfg)
+            logger.info("Segmentation training augmentations: %s", augs)
+            mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
+        else:
+            mapper = DatasetMapper(cfg, True)
+        mapper = SafeMapper(mapper, skip=cfg.DATALOADER.SKIP_CORRUPT_IMAGES)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            logger.warning(
+                "DATALOADER.SAMPLER_TRAIN %s: detectron2's sampler restarts its stream on "
+                "--resume (the resumed data order differs from an uninterrupted run).",
+                cfg.DATALOADER.SAMPLER_TRAIN,
+            )
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING
+        groups = aspect_ratio_groups(dicts) if grouping else [0] * len(dicts)
+        sampler = ResumableTrainingSampler(groups, cfg.SOLVER.IMS_PER_BATCH, seed)
+        loader = build_detection_train_loader(
+            PositionalDataset(dicts, seed),
+            mapper=SeededMapper(mapper),
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=grouping,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+        loader.resumable_sampler = sampler  # read by resume_or_load
+        return loader
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model):
@@ -162,6 +317,12 @@ def setup(args) -> CfgNode:
     (logging, ``config.yaml`` in ``OUTPUT_DIR``); see :func:`load_config`."""
     eval_only = getattr(args, "eval_only", False)
     cfg = load_config(args.config_file, args.opts, train=not eval_only)
+    # Each launched worker runs setup, so the world size is known here.
+    adapt_norms_for_device(cfg, comm.get_world_size())
+    if eval_only:
+        check_weights_file(cfg)
+    else:
+        validate_training_config(cfg, comm.get_world_size())
     cfg.freeze()
     default_setup(cfg, args)
     # default_setup configures detectron2's loggers; ours (evaluator choice, checks) too.
@@ -179,6 +340,13 @@ def setup(args) -> CfgNode:
             "evaluating" if eval_only else "training",
         )
     return cfg
+
+
+def check_weights_file(cfg: CfgNode) -> None:
+    """Raise :class:`StartupError` if ``MODEL.WEIGHTS`` is a local path that does not exist."""
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise StartupError(f"MODEL.WEIGHTS={weights!r}: no such file.")
 
 
 def _jsonable(obj):
