@@ -20,13 +20,15 @@ import argparse
 import copy
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import PeakMemory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -110,18 +112,16 @@ def infer_worker(name: str, fast: bool, repeats: int) -> dict:
     if fast:
         optimize_for_inference(model)
     inputs = _inputs(800, 1216)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.inference_mode():
+    with torch.inference_mode(), PeakMemory() as mem:
         model(inputs)
         backbone = [
             _timed(lambda: model.backbone(torch.zeros(1, 3, 800, 1216))) for _ in range(repeats)
         ]
         full = [_timed(lambda: model(inputs)) for _ in range(repeats)]
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     return {
         "latency_s": sorted(full)[repeats // 2],
         "backbone_s": sorted(backbone)[repeats // 2],
-        "peak_mb": peak,
+        "peak_mb": mem.mb,
     }
 
 
@@ -140,14 +140,13 @@ def train_worker(name: str, checkpoint: bool) -> dict:
         inst.gt_classes = torch.tensor([1, 5])
         batch.append({"image": torch.rand(3, 512, 768, generator=g) * 255, "instances": inst})
     torch.manual_seed(0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    losses = model(batch)
-    total = sum(losses.values())
-    total.backward()
-    elapsed = time.perf_counter() - t0
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"step_s": elapsed, "peak_mb": peak, "loss": total.item()}
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        losses = model(batch)
+        total = sum(losses.values())
+        total.backward()
+        elapsed = time.perf_counter() - t0
+    return {"step_s": elapsed, "peak_mb": mem.mb, "loss": total.item()}
 
 
 def _sub(*args) -> dict:

@@ -26,16 +26,24 @@ def _reference(layer: SplitAttentionConv2d, x: torch.Tensor) -> torch.Tensor:
     return sum(weights[:, r, :, None, None] * splits[r] for r in range(radix))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("radix,cardinality", [(1, 1), (1, 4), (2, 1), (2, 2), (4, 2)])
-def test_matches_loop_reference(radix, cardinality):
+def test_matches_loop_reference(radix, cardinality, channels_last):
     layer = SplitAttentionConv2d(16, 32, radix=radix, cardinality=cardinality, norm="BN")
     for bn in (layer.bn0, layer.bn1):
         bn.running_mean.normal_(0, 0.1)
         bn.running_var.uniform_(0.5, 1.5)
     layer.eval()
     x = torch.randn(3, 16, 9, 7)
+    want = _reference(layer, x)
+    if channels_last:
+        layer.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), _reference(layer, x), rtol=1e-5, atol=1e-6)
+        got = layer(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    if channels_last and radix > 1:
+        assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("radix,cardinality", [(2, 1), (4, 2)])
