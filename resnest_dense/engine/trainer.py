@@ -5,7 +5,7 @@ import logging
 import math
 import os
 import random
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -22,14 +22,14 @@ from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import EventWriter, get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets)
 from .. import model_zoo as _model_zoo  # noqa: F401  (resnest:// weights, all builders)
 from ..config import add_resnest_config, resolve_fork_backbone_name
 from ..config_segmentation import add_resnest_segmentation_config
-from .atomic_checkpoint import AtomicDetectionCheckpointer
+from .atomic_checkpoint import AtomicDetectionCheckpointer, atomic_write
 from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator
 from .robustness import (
@@ -60,7 +60,9 @@ __all__ = [
     "check_datasets",
     "check_weights_file",
     "create_ddp_model",
+    "LossHistoryWriter",
     "load_config",
+    "read_loss_history",
     "setup",
     "write_results",
 ]
@@ -94,6 +96,67 @@ def _finite_loss_hook(module: torch.nn.Module, inputs, output) -> None:
     check_finite_losses(output, iteration)
 
 
+class _IterationSeed:
+    """Forward pre-hook: in training, seed the RNGs from ``(SEED, iteration, rank)``.
+
+    The model's own randomness (anchor / proposal sampling) then depends only on the iteration,
+    so a resumed run draws what the uninterrupted run drew. It runs after the batch is loaded:
+    starting a data loader iterator also draws from torch's RNG, and a resumed run starts its
+    iterator at another iteration.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, module: torch.nn.Module, inputs) -> None:
+        if not module.training:
+            return
+        try:
+            iteration = get_event_storage().iter
+        except AssertionError:  # called outside a trainer
+            return
+        seed = iteration_seed(self.seed, iteration, comm.get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class LossHistoryWriter(EventWriter):
+    """Every iteration's loss terms, unsmoothed, as JSON lines (``<OUTPUT_DIR>/losses.jsonl``).
+
+    ``metrics.json`` holds the latest value of each period (losses as a 20-iteration median), so
+    it cannot show whether two runs trained identically; this file can.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+        self._last = -1
+
+    def write(self) -> None:
+        rows = defaultdict(dict)
+        for key, history in get_event_storage().histories().items():
+            if "loss" in key:
+                for value, iteration in history.values():
+                    if iteration > self._last:
+                        rows[int(iteration)][key] = value
+        if not rows:
+            return
+        with open(self._path, "a") as f:
+            for iteration in sorted(rows):
+                f.write(json.dumps({"iteration": iteration, **rows[iteration]}) + "\n")
+        self._last = max(rows)
+
+
+def read_loss_history(path: str) -> Dict[int, Dict[str, float]]:
+    """``{iteration: {loss name: value}}`` from a ``losses.jsonl`` file."""
+    history = {}
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            history[row.pop("iteration")] = row
+    return history
+
+
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with the evaluator chosen by the dataset's
     ``evaluator_type``, the segmentation recipe's loader / optimizer / LR schedule, and:
@@ -103,7 +166,7 @@ class Trainer(DefaultTrainer):
     * a train loader whose batches and augmentations are a function of the iteration
       (:mod:`resnest_dense.engine.train_data`), so ``--resume`` continues the same stream and the
       global batch does not depend on the number of processes;
-    * per-iteration seeding of the model's RNG when ``SEED >= 0``;
+    * the model's RNG seeded per iteration when ``SEED >= 0``;
     * start-up checks of the training images and a corrupt-image policy
       (``DATALOADER.SKIP_CORRUPT_IMAGES``);
     * a non-finite loss check naming the iteration and loss terms
@@ -122,6 +185,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
         model = super().build_model(cfg)
+        if cfg.SEED >= 0:
+            model.register_forward_pre_hook(_IterationSeed(cfg.SEED))
         if cfg.SOLVER.CHECK_FINITE_LOSS:
             model.register_forward_hook(_finite_loss_hook)
         return model
@@ -135,20 +200,36 @@ class Trainer(DefaultTrainer):
         )
         return super().build_hooks()
 
+    def build_writers(self):
+        return super().build_writers() + [
+            LossHistoryWriter(os.path.join(self.cfg.OUTPUT_DIR, "losses.jsonl"))
+        ]
+
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
+        if comm.is_main_process():
+            self._clean_output_dir()
         sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
         if sampler is not None:
             sampler.set_start_iter(self.start_iter)
 
+    def _clean_output_dir(self) -> None:
+        """Drop what an interrupted run left behind: temporary checkpoint files, and loss
+        history lines of iterations that will be trained again."""
+        out = self.cfg.OUTPUT_DIR
+        if not os.path.isdir(out):
+            return
+        for name in os.listdir(out):
+            if name.startswith(".tmp_"):
+                logger.warning("Removing %s, a partial write of an interrupted run", name)
+                os.remove(os.path.join(out, name))
+        path = os.path.join(out, "losses.jsonl")
+        if os.path.isfile(path):
+            kept = {i: v for i, v in read_loss_history(path).items() if i < self.start_iter}
+            lines = "".join(json.dumps({"iteration": i, **v}) + "\n" for i, v in kept.items())
+            atomic_write(path, lambda f: f.write(lines), mode="w")
+
     def run_step(self) -> None:
-        if self.cfg.SEED >= 0:
-            # The model's own randomness (anchor / proposal sampling) as a function of the
-            # iteration, so a resumed run draws what the uninterrupted run drew.
-            seed = iteration_seed(self.cfg.SEED, self.iter, comm.get_rank())
-            random.seed(seed)
-            np.random.seed(seed)
-            torch.manual_seed(seed)
         try:
             super().run_step()
         except FloatingPointError:
