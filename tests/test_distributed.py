@@ -11,7 +11,10 @@
   workers.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,6 +24,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from detection_helpers import (
+    REPO,
     RESNEST_CONFIGS,
     TINY,
     TOY_PREFIX,
@@ -182,3 +186,48 @@ def test_worker_without_objects(toy_root, tmp_path):
         if key.endswith("running_mean"):
             assert ranks[0]["buffers"][key].abs().max() > 0, f"{key} never updated"
     assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_two_machines_command_line(toy_root, tmp_path):
+    """``tools/train_net.py --num-machines 2 --machine-rank R --dist-url tcp://...``: two
+    "machines" (processes on this host) with one CPU worker each train together."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.engine.launch import _find_free_port
+
+    meta = MetadataCatalog.get(f"{TOY_PREFIX}_train")
+    opts = [
+        *TINY, "DATASETS.COCO_FORMAT", [["machines_train", meta.json_file, meta.image_root]],
+        "DATASETS.TRAIN", ("machines_train",), "DATASETS.TEST", (), "SOLVER.IMS_PER_BATCH", 4,
+        "SOLVER.MAX_ITER", 2, "SOLVER.CHECKPOINT_PERIOD", 100, "OUTPUT_DIR", tmp_path,
+    ]  # fmt: skip
+    url = f"tcp://127.0.0.1:{_find_free_port()}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "tools", "train_net.py")]
+            + ["--config-file", os.path.join(REPO, "configs", RESNEST_CONFIGS["faster"])]
+            + ["--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank)]
+            + ["--dist-url", url]
+            + [str(o) for o in opts],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for rank in range(2)
+    ]
+    try:
+        errors = [p.communicate(timeout=240)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, err in zip(procs, errors):
+        assert p.returncode == 0, err[-3000:]
+    assert (tmp_path / "model_final.pth").is_file()
+    assert (tmp_path / "log.txt.rank1").is_file()
+    log = (tmp_path / "log.txt").read_text()
+    assert "World size: 2" in log
+    # SyncBN in the YAML became the gloo-capable naive SyncBN in every worker.
+    assert "Effective batch 4 images (2 per process), backbone norm naiveSyncBN_N" in log
+    with open(tmp_path / "losses.jsonl") as f:
+        assert [json.loads(line)["iteration"] for line in f] == [0, 1]
