@@ -9,6 +9,9 @@
 * Mask R-CNN with one image per worker, one of them without objects (zero mask-head inputs on
   that worker), trains without hanging and its head norms hold identical statistics on both
   workers.
+* ``tools/train_net.py --num-machines 2 --machine-rank R --dist-url tcp://...`` as two
+  processes on this host.
+* A NaN loss on one worker stops every worker with the named error (no hang).
 """
 
 import json
@@ -231,3 +234,43 @@ def test_two_machines_command_line(toy_root, tmp_path):
     assert "Effective batch 4 images (2 per process), backbone norm naiveSyncBN_N" in log
     with open(tmp_path / "losses.jsonl") as f:
         assert [json.loads(line)["iteration"] for line in f] == [0, 1]
+
+
+def _nan_on_rank1_and_report(toy_root, out_dir):
+    """Rank 1's RPN box loss is NaN at iteration 1; each rank writes the error it raised."""
+    from detectron2.modeling.proposal_generator.rpn import RPN
+    from detectron2.utils import comm
+    from detectron2.utils.events import get_event_storage
+
+    torch.set_num_threads(1)
+    losses = RPN.losses
+
+    def nan_on_rank1(self, *args, **kwargs):
+        out = losses(self, *args, **kwargs)
+        if comm.get_rank() == 1 and get_event_storage().iter == 1:
+            out["loss_rpn_loc"] = out["loss_rpn_loc"] * float("nan")
+        return out
+
+    RPN.losses = nan_on_rank1
+    register_test_toy_set(toy_root)
+    opts = ["SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_ITER", 3, "SOLVER.CHECKPOINT_PERIOD", 1]
+    opts += ["DATASETS.TEST", (), "SEED", 1, "OUTPUT_DIR", out_dir]
+    trainer = Trainer(setup(train_net_args(RESNEST_CONFIGS["faster"], *TINY, *opts)))
+    trainer.resume_or_load(resume=False)
+    try:
+        trainer.train()
+        message = "no error"
+    except FloatingPointError as e:
+        message = str(e)
+    with open(os.path.join(out_dir, f"error_rank{comm.get_rank()}.txt"), "w") as f:
+        f.write(message)
+
+
+def test_nonfinite_loss_on_one_worker_stops_all(toy_root, tmp_path):
+    _launch(_nan_on_rank1_and_report, 2, toy_root, str(tmp_path))
+    for rank in range(2):
+        message = (tmp_path / f"error_rank{rank}.txt").read_text()
+        assert message.startswith("Non-finite loss at iteration 1: loss_rpn_loc ("), message
+    # Only the checkpoint of iteration 0 exists: nothing was written after the failure.
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == ["model_0000000.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
