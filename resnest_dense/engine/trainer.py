@@ -207,6 +207,15 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
+        # DDP broadcast the weights when it was built, before this load: every worker must have
+        # loaded the same checkpoint (OUTPUT_DIR on a file system all machines share).
+        start_iters = comm.all_gather(self.start_iter)
+        if len(set(start_iters)) > 1:
+            raise RuntimeError(
+                f"Workers resumed at different iterations {start_iters} (index = rank): "
+                f"{self.cfg.OUTPUT_DIR} must be on a file system shared by all machines, or "
+                "hold the same last_checkpoint on each."
+            )
         if comm.is_main_process():
             self._clean_output_dir()
         sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
