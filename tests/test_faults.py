@@ -98,7 +98,9 @@ def test_sigkill_then_resume_reproduces_losses(train_net, toy_root, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert "model_final.pth" not in _checkpoints_are_complete(out)
 
-    # --resume continues at iteration 4 with the uninterrupted run's losses.
+    # A partial write (as a kill during a save leaves it) is removed; --resume continues at
+    # iteration 4 with the uninterrupted run's losses.
+    (out / ".tmp_model_0000005.pthx1y2").write_bytes(b"partial")
     train_net.main(train_net_args(CONFIG, *opts, "OUTPUT_DIR", out, resume=True))
     resumed = read_loss_history(out / "losses.jsonl")
     assert sorted(resumed) == [4, 5, 6, 7]

@@ -2,8 +2,11 @@
 
 :class:`Trainer` serves every config of this project: detection / instance segmentation
 (detectron2's defaults, COCO evaluation) and semantic segmentation (the builders of
-:mod:`resnest_dense.engine.semseg`). :func:`setup` turns ``tools/train_net.py`` arguments into a
-frozen config with clear errors for unknown keys, missing files and unregistered datasets.
+:mod:`resnest_dense.engine.semseg`), on one or several processes (gloo on CPU-only machines),
+with atomic checkpoints, a data stream that makes ``--resume`` exact, a named non-finite loss
+check and start-up validation (docs/training.md). :func:`setup` turns ``tools/train_net.py``
+arguments into a frozen config with clear errors for unknown keys, missing files, unregistered
+datasets, missing weights and batch / norm mismatches.
 """
 
 from .config import add_resnest_engine_config, register_coco_format_datasets
