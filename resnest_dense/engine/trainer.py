@@ -136,9 +136,10 @@ class LossHistoryWriter(EventWriter):
         rows = defaultdict(dict)
         for key, history in get_event_storage().histories().items():
             if "loss" in key:
-                for value, iteration in history.values():
-                    if iteration > self._last:
-                        rows[int(iteration)][key] = value
+                for value, iteration in reversed(history.values()):  # newest first
+                    if iteration <= self._last:
+                        break
+                    rows[int(iteration)][key] = value
         if not rows:
             return
         with open(self._path, "a") as f:
