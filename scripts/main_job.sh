@@ -34,10 +34,12 @@ import json, sys
 out = sys.argv[1]
 for run, keys in (("mask_rcnn", ("bbox", "segm")), ("deeplabv3", ("sem_seg",))):
     with open(f"{out}/{run}/results.json") as f:
-        results = json.load(f)
+        results = json.load(f)["results"]
     for task in keys:
         metrics = results.get(task, {})
-        shown = {k: metrics[k] for k in ("AP", "AP50", "mIoU", "pACC") if k in metrics}
+        shown = {k: metrics[k] for k in ("AP", "AP50", "mIoU", "pACC") if metrics.get(k) is not None}
+        if not shown:
+            sys.exit(f"{out}/{run}/results.json has no {task} metrics")
         print(f"{run:10s} {task:8s} " + "  ".join(f"{k} {v:.2f}" for k, v in shown.items()))
 print(f"demo images: {out}/mask_rcnn/demo, {out}/deeplabv3/demo")
 PYEOF
