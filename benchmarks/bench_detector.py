@@ -127,6 +127,7 @@ def infer_worker(name: str, fast: bool, repeats: int) -> dict:
 
 def train_worker(name: str, checkpoint: bool) -> dict:
     from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
 
     opts = ["MODEL.RESNETS.GRAD_CHECKPOINT", checkpoint, "MODEL.BACKBONE.FREEZE_AT", 0]
     model = build(name, opts).train()
@@ -140,7 +141,7 @@ def train_worker(name: str, checkpoint: bool) -> dict:
         inst.gt_classes = torch.tensor([1, 5])
         batch.append({"image": torch.rand(3, 512, 768, generator=g) * 255, "instances": inst})
     torch.manual_seed(0)
-    with PeakMemory() as mem:
+    with PeakMemory() as mem, EventStorage(0):
         t0 = time.perf_counter()
         losses = model(batch)
         total = sum(losses.values())
