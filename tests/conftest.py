@@ -17,3 +17,19 @@ import resnest_dense  # noqa: E402,F401  (registers backbones before any test bu
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def toy_set(tmp_path_factory):
+    """A small generated toy COCO set registered under the test names (detection_helpers)."""
+    from detection_helpers import register_test_toy_set
+
+    register_test_toy_set(str(tmp_path_factory.mktemp("data") / "toy"))
+
+
+@pytest.fixture(scope="module")
+def train_net():
+    """tools/train_net.py loaded as a module."""
+    from detection_helpers import load_tool
+
+    return load_tool("train_net")

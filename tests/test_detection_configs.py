@@ -8,7 +8,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 
-from detection_helpers import CONFIGS, TOY_PREFIX, load_tool, register_test_toy_set, train_net_args
+from detection_helpers import CONFIGS, TOY_PREFIX, train_net_args
 from resnest_dense.engine import Trainer, load_config
 
 ALL_CONFIGS = sorted(
@@ -20,14 +20,7 @@ TOY_DATA = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def toy_set(tmp_path_factory):
-    register_test_toy_set(str(tmp_path_factory.mktemp("data") / "toy"))
-
-
-@pytest.fixture(scope="module")
-def train_net():
-    return load_tool("train_net")
+pytestmark = pytest.mark.usefixtures("toy_set")  # conftest.py
 
 
 def test_all_families_present():

@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
 
-from detection_helpers import CONFIGS, RESNEST_CONFIGS, TINY, load_tool, register_test_toy_set
+from detection_helpers import CONFIGS, RESNEST_CONFIGS, TINY, load_tool
 from resnest_dense.engine import Trainer, load_config
 
 CONFIG = os.path.join(CONFIGS, RESNEST_CONFIGS["mask"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def toy_set(tmp_path_factory):
-    register_test_toy_set(str(tmp_path_factory.mktemp("data") / "toy"))
+pytestmark = pytest.mark.usefixtures("toy_set")  # conftest.py
 
 
 @pytest.fixture(scope="module")

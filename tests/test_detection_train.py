@@ -23,21 +23,11 @@ from detection_helpers import (
     RESNEST_CONFIGS,
     TINY,
     TOY_PREFIX,
-    load_tool,
-    register_test_toy_set,
     train_net_args,
 )
 from resnest_dense.engine import Trainer, load_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def toy_set(tmp_path_factory):
-    register_test_toy_set(str(tmp_path_factory.mktemp("data") / "toy"))
-
-
-@pytest.fixture(scope="module")
-def train_net():
-    return load_tool("train_net")
+pytestmark = pytest.mark.usefixtures("toy_set")  # conftest.py
 
 
 def _tasks(family):

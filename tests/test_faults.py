@@ -28,7 +28,6 @@ from detection_helpers import (
     RESNEST_CONFIGS,
     TINY,
     TOY_PREFIX,
-    load_tool,
     register_test_toy_set,
     train_net_args,
 )
@@ -45,11 +44,6 @@ def toy_root(tmp_path_factory):
     register_test_toy_set(root)
     DatasetCatalog.get(f"{TOY_PREFIX}_train")  # generate the images once
     return root
-
-
-@pytest.fixture(scope="module")
-def train_net():
-    return load_tool("train_net")
 
 
 def _checkpoints_are_complete(out):
