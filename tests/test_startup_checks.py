@@ -18,12 +18,7 @@ def _cfg(**opts):
     cfg = add_resnest_config(get_cfg())
     cfg.DATASETS.TRAIN = ()
     cfg.DATASETS.TEST = ()
-    for key, value in opts.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
+    cfg.merge_from_list([x for item in opts.items() for x in item])
     return cfg
 
 

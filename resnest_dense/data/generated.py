@@ -6,12 +6,18 @@ safe: the first rename wins and the other copy is discarded.
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from typing import Callable, Dict
 
-__all__ = ["generate_dataset_dir", "ensure_dataset_dir"]
+import numpy as np
+
+__all__ = ["SHAPE_VERTICES", "generate_dataset_dir", "ensure_dataset_dir", "shape_polygon"]
+
+# Vertices of the toy shapes; a 32-gon stands for a circle.
+SHAPE_VERTICES = {"circle": 32, "square": 4, "triangle": 3}
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +59,9 @@ def ensure_dataset_dir(root: str, generate: Callable[..., str], **kwargs: Dict) 
         logger.info("Generating %s ...", root)
         generate(root, **kwargs)
     return root
+
+
+def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """Vertices (N, 2) of a toy shape of circumradius ``r`` centred at (cx, cy), rotated."""
+    t = angle + np.arange(SHAPE_VERTICES[kind]) * 2 * math.pi / SHAPE_VERTICES[kind]
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)

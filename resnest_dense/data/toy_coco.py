@@ -22,7 +22,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .generated import ensure_dataset_dir, generate_dataset_dir
+from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
 
 __all__ = [
     "TOY_CLASSES",
@@ -42,14 +42,6 @@ TOY_SPLITS = {"train": 512, "val": 64}
 EMPTY_EVERY = 10
 
 
-def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    """Vertices (N, 2) of a shape of circumradius ``r`` centred at (cx, cy)."""
-    num = {"circle": 32, "square": 4, "triangle": 3}[kind]
-    # Squares and triangles are rotated; rotating a circle changes nothing.
-    t = angle + np.arange(num) * 2 * math.pi / num
-    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
-
-
 def _make_image(rng: np.random.Generator, empty: bool):
     """One image (H, W, 3) uint8 RGB and its list of (class index, polygon)."""
     h, w = (int(v) for v in rng.integers(64, 161, size=2))
@@ -66,7 +58,7 @@ def _make_image(rng: np.random.Generator, empty: bool):
         if any(math.hypot(cx - x, cy - y) < r + pr + 2 for x, y, pr in placed):
             continue
         cls = int(rng.integers(len(TOY_CLASSES)))
-        polygon = _shape_polygon(TOY_CLASSES[cls], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        polygon = shape_polygon(TOY_CLASSES[cls], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         # A colour far from the background, so every shape is visible.
         colour = (background + rng.integers(80, 176, size=3)) % 256
         cv2.fillPoly(image, [np.round(polygon).astype(np.int32)], [int(c) for c in colour])

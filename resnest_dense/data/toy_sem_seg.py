@@ -22,7 +22,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 
-from .generated import ensure_dataset_dir, generate_dataset_dir
+from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
 
 __all__ = [
     "TOY_SEM_SEG_CLASSES",
@@ -40,7 +40,6 @@ TOY_SEM_SEG_SPLITS = {"train": 256, "val": 48}
 IGNORE_LABEL = 255
 # Mean RGB colour of each shape class; every shape jitters it.
 _CLASS_COLOURS = {1: (220, 60, 60), 2: (60, 200, 60), 3: (70, 90, 230)}
-_VERTICES = {1: 32, 2: 4, 3: 3}
 
 
 def _make_sample(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -53,11 +52,9 @@ def _make_sample(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         cls = int(rng.integers(1, len(TOY_SEM_SEG_CLASSES)))
         r = float(rng.uniform(8, min(h, w) / 3))
         cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
-        t = (
-            float(rng.uniform(0, 2 * math.pi))
-            + np.arange(_VERTICES[cls]) * 2 * math.pi / _VERTICES[cls]
-        )
-        polygon = np.round(np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)).astype(np.int32)
+        angle = float(rng.uniform(0, 2 * math.pi))
+        polygon = shape_polygon(TOY_SEM_SEG_CLASSES[cls], cx, cy, r, angle)
+        polygon = np.round(polygon).astype(np.int32)
         colour = np.clip(np.array(_CLASS_COLOURS[cls]) + rng.integers(-40, 41, size=3), 0, 255)
         # Later shapes cover earlier ones, in the image and in the labels alike.
         cv2.fillPoly(image, [polygon], [int(c) for c in colour])
