@@ -22,6 +22,10 @@ def add_resnest_engine_config(cfg: CfgNode) -> CfgNode:
     # COCO-format datasets to register before training, as [name, json_file, image_root]
     # triples, e.g. [["shapes_train", "data/train.json", "data/train"]]; the names can then be
     # used in DATASETS.TRAIN / DATASETS.TEST and are evaluated with COCO AP.
+    # Autocast dtype of SOLVER.AMP.ENABLED training: "bfloat16", "float16", or "" for bfloat16
+    # on the CPU and float16 on CUDA (resnest_dense.engine.amp).
+    if "PRECISION" not in cfg.SOLVER.AMP:
+        cfg.SOLVER.AMP.PRECISION = ""
     if "COCO_FORMAT" not in cfg.DATASETS:
         cfg.DATASETS.COCO_FORMAT = []
     return cfg

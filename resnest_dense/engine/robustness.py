@@ -22,6 +22,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from .amp import amp_dtype
+
 __all__ = [
     "StartupError",
     "adapt_norms_for_device",
@@ -118,6 +120,11 @@ def validate_training_config(cfg: CfgNode, world_size: Optional[int] = None) -> 
     weights = cfg.MODEL.WEIGHTS
     if weights and not weights.startswith(_URL_SCHEMES) and not os.path.isfile(weights):
         problems.append(f"MODEL.WEIGHTS={weights!r}: no such file.")
+    if cfg.SOLVER.AMP.ENABLED:
+        try:
+            amp_dtype(cfg)
+        except ValueError as e:
+            problems.append(str(e))
     if problems:
         raise StartupError("Invalid training set-up:\n  - " + "\n  - ".join(problems))
 

@@ -29,6 +29,7 @@ from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets
 from .. import model_zoo as _model_zoo  # noqa: F401  (resnest:// weights, all builders)
 from ..config import add_resnest_config, resolve_fork_backbone_name
 from ..config_segmentation import add_resnest_segmentation_config
+from .amp import build_amp_trainer
 from .atomic_checkpoint import AtomicDetectionCheckpointer, atomic_write
 from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator
@@ -70,6 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _d2_create_ddp_model = d2_defaults.create_ddp_model
+_d2_amp_trainer = d2_defaults.AMPTrainer
 
 
 def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
@@ -171,17 +173,23 @@ class Trainer(DefaultTrainer):
     * start-up checks of the training images and a corrupt-image policy
       (``DATALOADER.SKIP_CORRUPT_IMAGES``);
     * a non-finite loss check naming the iteration and loss terms
-      (``SOLVER.CHECK_FINITE_LOSS``); no checkpoint is written after it fires.
+      (``SOLVER.CHECK_FINITE_LOSS``); no checkpoint is written after it fires;
+    * mixed precision on the CPU as well as CUDA (``SOLVER.AMP.ENABLED``, bfloat16 or float16
+      autocast, :mod:`resnest_dense.engine.amp`).
     """
 
     def __init__(self, cfg: CfgNode):
         # DefaultTrainer.__init__ wraps the model with detectron2's create_ddp_model; swap in the
         # CPU-aware one for the duration of the call rather than copying that __init__.
+        # The same for the mixed-precision trainer: detectron2's AMPTrainer needs CUDA and
+        # float16; ours autocasts on the model's device in SOLVER.AMP.PRECISION.
         d2_defaults.create_ddp_model = create_ddp_model
+        d2_defaults.AMPTrainer = build_amp_trainer(cfg)
         try:
             super().__init__(cfg)
         finally:
             d2_defaults.create_ddp_model = _d2_create_ddp_model
+            d2_defaults.AMPTrainer = _d2_amp_trainer
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
