@@ -119,15 +119,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def backbone_gmacs(name: str, h: int, w: int) -> float:
+def gmacs(module: torch.nn.Module, h: int, w: int) -> float:
+    """fvcore multiply-adds (billions) of ``module`` on one ``h`` x ``w`` image."""
     from fvcore.nn import FlopCountAnalysis
 
-    model = build(name).eval()
-    x = torch.zeros(1, 3, h, w)
-    counter = FlopCountAnalysis(model.backbone.bottom_up, x)
+    counter = FlopCountAnalysis(module, torch.zeros(1, 3, h, w))
     counter.unsupported_ops_warnings(False)
     counter.uncalled_modules_warnings(False)
     return counter.total() / 1e9
+
+
+def backbone_gmacs(name: str, h: int, w: int) -> float:
+    return gmacs(build(name).eval().backbone.bottom_up, h, w)
 
 
 def check_fast_path(name: str) -> float:

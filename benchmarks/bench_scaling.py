@@ -33,7 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detector import CONFIGS, _inputs, build_for_inference, check_fast_path  # noqa: E402
+from bench_detector import (  # noqa: E402
+    CONFIGS,
+    _inputs,
+    build_for_inference,
+    check_fast_path,
+    gmacs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # label: bench_detector.CONFIGS key
@@ -59,15 +65,6 @@ def _median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
-
-
-def gmacs(module: torch.nn.Module, h: int, w: int) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    counter = FlopCountAnalysis(module, torch.zeros(1, 3, h, w))
-    counter.unsupported_ops_warnings(False)
-    counter.uncalled_modules_warnings(False)
-    return counter.total() / 1e9
 
 
 def power_fit(x, y) -> tuple:
