@@ -42,11 +42,11 @@ def build(name: str) -> torch.nn.Module:
         if name.endswith("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         return model
-    import resnest_dense  # noqa: F401
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_backbone
 
-    cfg = resnest_dense.add_resnest_config(get_cfg())
+    from resnest_dense import get_resnest_cfg
+
+    cfg = get_resnest_cfg()
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.BACKBONE.FREEZE_AT = 0

@@ -48,15 +48,11 @@ CONFIGS = {
 
 
 def load_cfg(name: str, opts=()):
-    from detectron2.config import get_cfg
+    from resnest_dense import get_resnest_cfg
 
-    import resnest_dense
-
-    cfg = resnest_dense.add_resnest_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / "configs" / CONFIGS[name]))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    resnest_dense.resolve_fork_backbone_name(cfg)
-    return cfg
+    return get_resnest_cfg(
+        str(ROOT / "configs" / CONFIGS[name]), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts]
+    )
 
 
 def build(name: str, opts=()):

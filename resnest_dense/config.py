@@ -1,12 +1,28 @@
-"""Config keys for ResNeSt backbones (Zhang et al., "ResNeSt: Split-Attention Networks", 2020).
+"""Every config key of resnest_dense, and the one way a config is built from a file.
 
-Key names follow the official detectron2-ResNeSt fork, so its YAML files merge unchanged
-after :func:`add_resnest_config`.
+Key names follow the official detectron2-ResNeSt fork (Zhang et al., "ResNeSt: Split-Attention
+Networks", 2020), so its YAML files merge unchanged after :func:`add_resnest_config`. Besides the
+backbone keys this module adds the segmentation keys (dilated backbones, the reference DeepLabV3
+head, PyTorch-Encoding style augmentation and multi-scale inference) and the tool keys.
+
+:func:`get_resnest_cfg` is the config path of every tool: ``get_cfg`` -> these keys -> the file
+-> the ``KEY VALUE`` options -> fork builder names. Tools add data registration and start-up
+checks on top of it (:func:`resnest_dense.engine.load_config`).
 """
 
 import logging
+import os
+from typing import Optional, Sequence
 
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, get_cfg
+
+__all__ = [
+    "add_resnest_config",
+    "add_resnest_segmentation_config",
+    "get_resnest_cfg",
+    "merge_config",
+    "resolve_fork_backbone_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -19,54 +35,151 @@ _FORK_BUILDER_NAMES = {
 }
 
 
+def _set_default(node: CfgNode, key: str, value) -> None:
+    if key not in node:
+        node[key] = value
+
+
 def add_resnest_config(cfg: CfgNode) -> CfgNode:
     """Add every key of this project to a detectron2 config (in place) and return ``cfg``.
 
-    The ResNeSt backbone keys go to ``cfg.MODEL.RESNETS``; the segmentation keys
-    (:func:`~resnest_dense.config_segmentation.add_resnest_segmentation_config`) and the tool keys
-    (``TEST.FAST_INFERENCE``, ``DATASETS.COCO_FORMAT``, ``DATALOADER.SKIP_CORRUPT_IMAGES``,
-    ``SOLVER.CHECK_FINITE_LOSS``) are added too. Calling it twice is harmless; values already
-    set are kept.
+    Backbone keys go to ``MODEL.RESNETS``; segmentation keys to ``MODEL.RESNETS``,
+    ``MODEL.SEM_SEG_HEAD``, ``INPUT``, ``TEST.SEM_SEG`` and ``SOLVER``; tool keys are
+    ``TEST.FAST_INFERENCE``, ``DATASETS.COCO_FORMAT``, ``DATALOADER.SKIP_CORRUPT_IMAGES``,
+    ``SOLVER.CHECK_FINITE_LOSS`` and ``SOLVER.AMP.PRECISION``. Calling it twice (or after
+    detectron2's ``add_deeplab_config``) is harmless: values already set are kept.
     """
     r = cfg.MODEL.RESNETS
-    defaults = {
-        # Number of splits per cardinal group in split attention (1: sigmoid gate, >1: softmax).
-        # As in the official fork, RADIX > 1 also switches on DEEP_STEM, AVD and AVG_DOWN.
-        "RADIX": 1,
-        # Three 3x3 convs (stem_width, stem_width, 2*stem_width) instead of one 7x7 conv.
-        "DEEP_STEM": False,
-        # Deep-stem width; 0 = the official per-depth width (32 for depth <= 50, 64 above).
-        "STEM_WIDTH": 0,
-        # Strided 3x3 average pool instead of a strided 3x3 conv in downsampling blocks.
-        "AVD": False,
-        # Put that pool before the split-attention conv (the "fast" variants) not after it.
-        "AVD_FIRST": False,
-        # Shortcut downsamples with an average pool followed by a stride-1 1x1 conv.
-        "AVG_DOWN": False,
-        # Channels per cardinal group for a 64-wide stage (the "d" in "2s2x40d").
-        "BOTTLENECK_WIDTH": 64,
-        # DropBlock probability in res4/res5 (0 = off; the paper's detectors use 0).
-        "DROPBLOCK_PROB": 0.0,
-        # Recompute block activations in backward instead of storing them (saves memory).
-        "GRAD_CHECKPOINT": False,
-    }
-    for key, value in defaults.items():
-        if key not in r:
-            r[key] = value
-    # Training robustness: skip unreadable images with a counted warning instead of failing.
-    if "SKIP_CORRUPT_IMAGES" not in cfg.DATALOADER:
-        cfg.DATALOADER.SKIP_CORRUPT_IMAGES = False
-    # Stop with a clear error when a loss becomes NaN/inf (iteration and loss terms named).
-    if "CHECK_FINITE_LOSS" not in cfg.SOLVER:
-        cfg.SOLVER.CHECK_FINITE_LOSS = True
-
-    # Segmentation (dilated backbones, DeepLabV3, multi-scale test) and tool keys.
-    from .config_segmentation import add_resnest_segmentation_config
-    from .engine.config import add_resnest_engine_config
-
-    add_resnest_segmentation_config(cfg)
-    add_resnest_engine_config(cfg)
+    # Number of splits per cardinal group in split attention (1: sigmoid gate, >1: softmax).
+    # As in the official fork, RADIX > 1 also switches on DEEP_STEM, AVD and AVG_DOWN.
+    _set_default(r, "RADIX", 1)
+    # Three 3x3 convs (stem_width, stem_width, 2*stem_width) instead of one 7x7 conv.
+    _set_default(r, "DEEP_STEM", False)
+    # Deep-stem width; 0 = the official per-depth width (32 for depth <= 50, 64 above).
+    _set_default(r, "STEM_WIDTH", 0)
+    # Strided 3x3 average pool instead of a strided 3x3 conv in downsampling blocks.
+    _set_default(r, "AVD", False)
+    # Put that pool before the split-attention conv (the "fast" variants) not after it.
+    _set_default(r, "AVD_FIRST", False)
+    # Shortcut downsamples with an average pool followed by a stride-1 1x1 conv.
+    _set_default(r, "AVG_DOWN", False)
+    # Channels per cardinal group for a 64-wide stage (the "d" in "2s2x40d").
+    _set_default(r, "BOTTLENECK_WIDTH", 64)
+    # DropBlock probability in res4/res5 (0 = off; the paper's detectors use 0).
+    _set_default(r, "DROPBLOCK_PROB", 0.0)
+    # Recompute block activations in backward instead of storing them (saves memory).
+    _set_default(r, "GRAD_CHECKPOINT", False)
+    _add_segmentation_keys(cfg)
+    _add_tool_keys(cfg)
     return cfg
+
+
+def _add_segmentation_keys(cfg: CfgNode) -> None:
+    """Dilated backbones, the reference DeepLabV3 head, its augmentation and inference."""
+    r = cfg.MODEL.RESNETS
+    # Output stride of the dilated backbones (8: res4/res5 dilated 2/4; 16: res5 dilated 2;
+    # 32: no dilation). Read by build_resnest_dilated_backbone / build_resnet_dilated_backbone.
+    _set_default(r, "OUTPUT_STRIDE", 8)
+
+    h = cfg.MODEL.SEM_SEG_HEAD
+    # ASPP rates at output stride 8; scaled by 8 / stride of the input feature (halved at OS16).
+    _set_default(h, "ATROUS_RATES", [12, 24, 36])
+    # Feature for the auxiliary FCN head ("" disables it) and its loss weight.
+    _set_default(h, "AUX_IN_FEATURE", "res4")
+    _set_default(h, "AUX_LOSS_WEIGHT", 0.2)
+    # Width of the auxiliary head's 3x3 conv (the reference uses in_channels / 4 = 256).
+    _set_default(h, "AUX_CONVS_DIM", 256)
+    # Bilinear upsampling with align_corners=True, as PyTorch-Encoding does.
+    _set_default(h, "ALIGN_CORNERS", True)
+
+    # Training augmentation of the reference: the long side is resized to BASE_SIZE times a
+    # scale drawn uniformly from RANDOM_SCALE, then INPUT.CROP.SIZE is cropped (padded with
+    # black pixels / ignore labels when the image is smaller) and INPUT.RANDOM_FLIP applied.
+    _set_default(cfg.INPUT, "BASE_SIZE", 520)
+    _set_default(cfg.INPUT, "RANDOM_SCALE", [0.5, 2.0])
+    # Probability of a Gaussian blur of radius U(0, 1) on a training crop (0.5 in the reference).
+    _set_default(cfg.INPUT, "BLUR_PROB", 0.0)
+
+    # Inference of MultiScaleSemanticSegmentor. Single scale: SCALES [1.0], FLIP False.
+    # The reference multi-scale + flip: SCALES [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], FLIP True.
+    cfg.TEST.SEM_SEG = CfgNode() if "SEM_SEG" not in cfg.TEST else cfg.TEST.SEM_SEG
+    t = cfg.TEST.SEM_SEG
+    _set_default(t, "SCALES", [1.0])
+    # Also average with the horizontally flipped image.
+    _set_default(t, "FLIP", False)
+    # Long side at scale 1.0 (0 = keep the size given by the test mapper, scale it by SCALES).
+    _set_default(t, "BASE_SIZE", 0)
+    # Sliding-window size; images whose long side exceeds it are tiled, smaller ones padded
+    # to it (0 = run on the whole image).
+    _set_default(t, "CROP_SIZE", 0)
+    # Window step as a fraction of CROP_SIZE (2/3 in the reference).
+    _set_default(t, "STRIDE_RATE", 2.0 / 3.0)
+
+    # The learning rate of the segmentation head (ASPP, classifier and auxiliary head) is
+    # multiplied by this; the reference trains heads at 10x the backbone rate.
+    _set_default(cfg.SOLVER, "HEAD_LR_MULTIPLIER", 1.0)
+    # Poly schedule keys, as in detectron2's add_deeplab_config (used by WarmupPolyLR).
+    _set_default(cfg.SOLVER, "POLY_LR_POWER", 0.9)
+    _set_default(cfg.SOLVER, "POLY_LR_CONSTANT_ENDING", 0.0)
+
+
+def _add_tool_keys(cfg: CfgNode) -> None:
+    """Keys of the training / evaluation tools."""
+    # Fold eval-mode batch norms into convs and use channels_last for --eval-only and the demos
+    # (exact; resnest_dense.utils.optimize_for_inference). False runs the model as trained.
+    _set_default(cfg.TEST, "FAST_INFERENCE", True)
+    # COCO-format datasets to register before training, as [name, json_file, image_root]
+    # triples, e.g. [["shapes_train", "data/train.json", "data/train"]]; the names can then be
+    # used in DATASETS.TRAIN / DATASETS.TEST and are evaluated with COCO AP.
+    _set_default(cfg.DATASETS, "COCO_FORMAT", [])
+    # Skip unreadable training images with a counted warning instead of failing.
+    _set_default(cfg.DATALOADER, "SKIP_CORRUPT_IMAGES", False)
+    # Stop with a clear error when a loss becomes NaN/inf (iteration and loss terms named).
+    _set_default(cfg.SOLVER, "CHECK_FINITE_LOSS", True)
+    # Autocast dtype of SOLVER.AMP.ENABLED training: "bfloat16", "float16", or "" for bfloat16
+    # on the CPU and float16 on CUDA (resnest_dense.engine.amp).
+    _set_default(cfg.SOLVER.AMP, "PRECISION", "")
+
+
+# Kept for code written against earlier releases, where the segmentation keys had their own
+# function; add_resnest_config adds them all.
+add_resnest_segmentation_config = add_resnest_config
+
+
+def merge_config(cfg: CfgNode, config_file: Optional[str], opts: Sequence[str] = ()) -> CfgNode:
+    """``merge_from_file`` + ``merge_from_list`` with errors that name the key and its source.
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        KeyError: an unknown key, naming the file or the command line it came from.
+    """
+    if config_file is not None:
+        if not config_file:
+            raise ValueError("No config file given: pass --config-file configs/<...>.yaml")
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"Config file {config_file!r} does not exist")
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise KeyError(f"{e.args[0] if e.args else e} (in config file {config_file})") from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in a list
+        raise KeyError(f"{e.args[0] if e.args else e} (in the command-line options)") from e
+    return cfg
+
+
+def get_resnest_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
+    """A mutable detectron2 config with every key of this project, ``config_file`` and ``opts``
+    merged and fork builder names resolved (:func:`resolve_fork_backbone_name`).
+
+    Args:
+        config_file: a YAML file; None gives detectron2's defaults plus our keys.
+        opts: trailing ``KEY VALUE`` overrides.
+    """
+    cfg = add_resnest_config(get_cfg())
+    merge_config(cfg, config_file, opts)
+    return resolve_fork_backbone_name(cfg)
 
 
 def resolve_fork_backbone_name(cfg: CfgNode) -> CfgNode:

@@ -3,11 +3,9 @@
 import os
 
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from resnest_dense import add_resnest_config
-from resnest_dense.config_segmentation import add_resnest_segmentation_config
+from resnest_dense import get_resnest_cfg
 from resnest_dense.modeling import meta_arch, sem_seg_heads  # noqa: F401  (registration)
 from resnest_dense.modeling.backbone import dilated  # noqa: F401  (registration)
 
@@ -21,11 +19,7 @@ TOY_YAML = os.path.join(
 
 def segmentation_cfg(yaml_file: str = TOY_YAML, opts=()):
     """A mutable config: ResNeSt + segmentation keys, ``yaml_file`` and ``opts`` merged."""
-    cfg = get_cfg()
-    add_resnest_config(cfg)
-    add_resnest_segmentation_config(cfg)
-    cfg.merge_from_file(yaml_file)
-    cfg.merge_from_list(list(opts))
+    cfg = get_resnest_cfg(yaml_file, opts)
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 

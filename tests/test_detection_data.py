@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from resnest_dense.data import toy_coco
 from resnest_dense.engine import build_coco_evaluator, coco_eval_backend
-from resnest_dense.engine import register_coco_format_datasets
+from resnest_dense.data import register_coco_format_datasets
 
 
 def _files(root):

@@ -28,16 +28,9 @@ def _expected_state(config: str):
 
     from resnest_dense import model_zoo
 
-    cfg = model_zoo.get_config(config) if not os.path.isfile(config) else None
-    if cfg is None:
-        from detectron2.config import get_cfg
+    from resnest_dense.config import get_resnest_cfg
 
-        from resnest_dense.config import add_resnest_config, resolve_fork_backbone_name
-        from resnest_dense.config_segmentation import add_resnest_segmentation_config
-
-        cfg = add_resnest_segmentation_config(add_resnest_config(get_cfg()))
-        cfg.merge_from_file(config)
-        resolve_fork_backbone_name(cfg)
+    cfg = get_resnest_cfg(config) if os.path.isfile(config) else model_zoo.get_config(config)
     cfg.MODEL.DEVICE = "meta"
     with torch.device("meta"):
         return build_model(cfg).state_dict()

@@ -35,7 +35,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from resnest_dense import add_resnest_config
-from resnest_dense.config_segmentation import add_resnest_segmentation_config
 from resnest_dense.data.ade20k import palette_for
 from resnest_dense.modeling import meta_arch, sem_seg_heads  # noqa: F401  (registration)
 from resnest_dense.modeling.backbone import dilated  # noqa: F401  (registration)
@@ -67,7 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     cfg = get_cfg()
     add_resnest_config(cfg)
-    add_resnest_segmentation_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     if not torch.cuda.is_available():

@@ -227,14 +227,13 @@ def build_variant_backbone(
     variant: str, norm: str = "FrozenBN", out_features: Optional[List[str]] = None
 ):
     """Build the bare ResNeSt backbone of a named variant (res2..res5 outputs)."""
-    from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
 
-    from ..config import add_resnest_config
+    from ..config import get_resnest_cfg
     from ..modeling.backbone import build_resnest_backbone
     from ..modeling.backbone.variants import variant_opts
 
-    cfg = add_resnest_config(get_cfg())
+    cfg = get_resnest_cfg()
     cfg.merge_from_list(variant_opts(variant))
     cfg.MODEL.RESNETS.NORM = norm
     cfg.MODEL.RESNETS.OUT_FEATURES = out_features or ["res2", "res3", "res4", "res5"]

@@ -7,17 +7,24 @@
   them (:mod:`.ade20k`).
 
 detectron2's builtin COCO names (``coco_2017_train`` ...) come from detectron2 itself. Any other
-COCO-format json + image folder: ``DATASETS.COCO_FORMAT`` (see ``docs/detection.md``).
+COCO-format json + image folder: ``DATASETS.COCO_FORMAT`` (:mod:`.coco_format`,
+``docs/detection.md``).
 Registration touches no file.
 """
 
 from detectron2.data import DatasetCatalog
 
 from .ade20k import register_ade20k_sem_seg
+from .coco_format import register_coco_format_datasets
 from .toy_coco import register_toy_coco
 from .toy_sem_seg import register_toy_sem_seg
 
-__all__ = ["register_ade20k_sem_seg", "register_toy_coco", "register_toy_sem_seg"]
+__all__ = [
+    "register_ade20k_sem_seg",
+    "register_coco_format_datasets",
+    "register_toy_coco",
+    "register_toy_sem_seg",
+]
 
 # Importing twice (or after a tool registered the same names) must not re-register.
 if "toy_coco_train" not in DatasetCatalog.list():

@@ -9,18 +9,15 @@ arguments into a frozen config with clear errors for unknown keys, missing files
 datasets, missing weights and batch / norm mismatches.
 """
 
-from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator, coco_eval_backend
 from .trainer import Trainer, check_datasets, load_config, setup, write_results
 
 __all__ = [
     "Trainer",
-    "add_resnest_engine_config",
     "build_coco_evaluator",
     "check_datasets",
     "coco_eval_backend",
     "load_config",
-    "register_coco_format_datasets",
     "setup",
     "write_results",
 ]

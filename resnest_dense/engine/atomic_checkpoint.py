@@ -8,29 +8,14 @@ checkpoint.
 """
 
 import os
-import tempfile
 from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils.io import atomic_write
+
 __all__ = ["AtomicDetectionCheckpointer", "atomic_write"]
-
-
-def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
-    """Call ``write_fn(file)`` on a temporary file, fsync it and rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):

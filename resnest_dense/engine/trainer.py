@@ -27,11 +27,10 @@ from detectron2.utils.logger import setup_logger
 
 from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets)
 from .. import model_zoo as _model_zoo  # noqa: F401  (resnest:// weights, all builders)
-from ..config import add_resnest_config, resolve_fork_backbone_name
-from ..config_segmentation import add_resnest_segmentation_config
+from ..config import get_resnest_cfg
+from ..data.coco_format import register_coco_format_datasets
 from .amp import build_amp_trainer
 from .atomic_checkpoint import AtomicDetectionCheckpointer, atomic_write
-from .config import add_resnest_engine_config, register_coco_format_datasets
 from .evaluation import build_coco_evaluator
 from .robustness import (
     SafeMapper,
@@ -331,22 +330,6 @@ class Trainer(DefaultTrainer):
         return super().build_lr_scheduler(cfg, optimizer)
 
 
-def _merge(cfg: CfgNode, config_file: str, opts: Sequence[str]) -> None:
-    """``merge_from_file`` + ``merge_from_list`` with errors that name the key and its source."""
-    if not config_file:
-        raise ValueError("No config file given: pass --config-file configs/<...>.yaml")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"Config file {config_file!r} does not exist")
-    try:
-        cfg.merge_from_file(config_file)
-    except KeyError as e:
-        raise KeyError(f"{e.args[0] if e.args else e} (in config file {config_file})") from e
-    try:
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in a list
-        raise KeyError(f"{e.args[0] if e.args else e} (in the command-line options)") from e
-
-
 def check_datasets(cfg: CfgNode, train: bool = True) -> None:
     """Fail early, naming the dataset, when a dataset of ``cfg`` cannot be loaded.
 
@@ -400,12 +383,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), train: bool = True) 
         KeyError: unknown config key (naming the key and where it came from) or unregistered
             dataset name.
     """
-    cfg = get_cfg()
-    add_resnest_config(cfg)
-    add_resnest_segmentation_config(cfg)
-    add_resnest_engine_config(cfg)
-    _merge(cfg, config_file, opts)
-    resolve_fork_backbone_name(cfg)
+    cfg = get_resnest_cfg(config_file, opts)
     register_coco_format_datasets(cfg.DATASETS.COCO_FORMAT)
     check_datasets(cfg, train=train)
     return cfg

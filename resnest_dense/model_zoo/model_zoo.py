@@ -11,7 +11,7 @@ import os
 from typing import List, Optional
 
 import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
 # Registers every builder our configs name (dilated backbones, DeepLabV3 head, segmentor).
 from ..modeling import meta_arch, sem_seg_heads  # noqa: F401
@@ -78,12 +78,9 @@ def get_config(config_path: str, trained: bool = False) -> CfgNode:
     Raises:
         RuntimeError: unknown config, or ``trained=True`` and no released model exists.
     """
-    from ..config import add_resnest_config, resolve_fork_backbone_name
-    from ..config_segmentation import add_resnest_segmentation_config
+    from ..config import get_resnest_cfg
 
-    cfg = add_resnest_segmentation_config(add_resnest_config(get_cfg()))
-    cfg.merge_from_file(get_config_file(config_path))
-    resolve_fork_backbone_name(cfg)
+    cfg = get_resnest_cfg(get_config_file(config_path))
     if trained:
         released = weights_for_config(config_path)
         if not released:

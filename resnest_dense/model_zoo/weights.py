@@ -335,19 +335,17 @@ def fetch(entry: WeightEntry, download: Optional[bool] = None, timeout: float = 
 
 def _variant_backbone_state(entry: WeightEntry) -> Dict[str, torch.Tensor]:
     """Names and shapes (meta tensors) of the backbone an ImageNet entry initialises."""
-    from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
 
     from ..checkpoint import build_variant_backbone
-    from ..config import add_resnest_config
-    from ..config_segmentation import add_resnest_segmentation_config
+    from ..config import get_resnest_cfg
     from ..modeling.backbone.dilated import build_resnet_dilated_backbone
 
     with torch.device("meta"):
         if entry.format == "resnest_official":
             return build_variant_backbone(entry.variant).state_dict()
         depth = int(entry.variant.replace("resnet", "").rstrip("s"))
-        cfg = add_resnest_segmentation_config(add_resnest_config(get_cfg()))
+        cfg = get_resnest_cfg()
         cfg.MODEL.RESNETS.merge_from_list(
             ["DEPTH", depth, "DEEP_STEM", True, "STEM_WIDTH", 64, "NORM", "FrozenBN"]
         )

@@ -124,7 +124,7 @@ def build_resnest_dilated_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNeSt with output stride ``MODEL.RESNETS.OUTPUT_STRIDE`` and reference dilation.
 
     Reads the keys of ``build_resnest_backbone`` (DEPTH, RADIX, DEEP_STEM, STEM_WIDTH, AVD,
-    AVG_DOWN, ...) plus OUTPUT_STRIDE; needs :func:`add_resnest_segmentation_config`.
+    AVG_DOWN, ...) plus OUTPUT_STRIDE; needs :func:`resnest_dense.add_resnest_config`.
     """
     _check_no_res5_dilation(cfg)
     dilations = stage_dilations_for_output_stride(cfg.MODEL.RESNETS.OUTPUT_STRIDE)

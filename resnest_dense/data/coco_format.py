@@ -1,34 +1,16 @@
-"""Config keys of the training / evaluation tools and COCO-format dataset registration."""
+"""COCO-format datasets named in the config (``DATASETS.COCO_FORMAT``): any json + image folder,
+registered with detectron2's COCO loader so its names can be used in ``DATASETS.TRAIN / TEST``."""
 
 import logging
 import os
 from typing import List
 
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["add_resnest_engine_config", "register_coco_format_datasets"]
+__all__ = ["register_coco_format_datasets"]
 
 logger = logging.getLogger(__name__)
-
-
-def add_resnest_engine_config(cfg: CfgNode) -> CfgNode:
-    """Add the tool keys (in place) and return ``cfg``; values already set are kept."""
-    # Fold eval-mode batch norms into convs and use channels_last for --eval-only and the demo
-    # (exact; resnest_dense.utils.optimize_for_inference). False runs the model as trained.
-    if "FAST_INFERENCE" not in cfg.TEST:
-        cfg.TEST.FAST_INFERENCE = True
-    # COCO-format datasets to register before training, as [name, json_file, image_root]
-    # triples, e.g. [["shapes_train", "data/train.json", "data/train"]]; the names can then be
-    # used in DATASETS.TRAIN / DATASETS.TEST and are evaluated with COCO AP.
-    # Autocast dtype of SOLVER.AMP.ENABLED training: "bfloat16", "float16", or "" for bfloat16
-    # on the CPU and float16 on CUDA (resnest_dense.engine.amp).
-    if "PRECISION" not in cfg.SOLVER.AMP:
-        cfg.SOLVER.AMP.PRECISION = ""
-    if "COCO_FORMAT" not in cfg.DATASETS:
-        cfg.DATASETS.COCO_FORMAT = []
-    return cfg
 
 
 def register_coco_format_datasets(entries) -> List[str]:
