@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode, get_cfg
 
+from .errors import ConfigKeyError, MissingFileError, StartupError
+
 __all__ = [
     "add_resnest_config",
     "add_resnest_segmentation_config",
@@ -150,22 +152,28 @@ def merge_config(cfg: CfgNode, config_file: Optional[str], opts: Sequence[str] =
     """``merge_from_file`` + ``merge_from_list`` with errors that name the key and its source.
 
     Raises:
-        FileNotFoundError: ``config_file`` does not exist.
-        KeyError: an unknown key, naming the file or the command line it came from.
+        MissingFileError: ``config_file`` does not exist.
+        ConfigKeyError: an unknown key, naming the file or the command line it came from.
     """
     if config_file is not None:
         if not config_file:
-            raise ValueError("No config file given: pass --config-file configs/<...>.yaml")
+            raise StartupError("No config file given: pass --config-file configs/<...>.yaml")
         if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"Config file {config_file!r} does not exist")
+            raise MissingFileError(f"Config file {config_file!r} does not exist")
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:
-            raise KeyError(f"{e.args[0] if e.args else e} (in config file {config_file})") from e
+            message = e.args[0] if e.args else e
+            raise ConfigKeyError(f"{message} (in config file {config_file})") from e
+        except ValueError as e:  # yacs: a value of the wrong type
+            raise StartupError(f"{e} (in config file {config_file})") from e
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in a list
-        raise KeyError(f"{e.args[0] if e.args else e} (in the command-line options)") from e
+        message = e.args[0] if e.args else e
+        raise ConfigKeyError(f"{message} (in the command-line options)") from e
+    except ValueError as e:  # yacs: a value of the wrong type
+        raise StartupError(f"{e} (in the command-line options)") from e
     return cfg
 
 
@@ -179,7 +187,13 @@ def get_resnest_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ())
     """
     cfg = add_resnest_config(get_cfg())
     merge_config(cfg, config_file, opts)
-    return resolve_fork_backbone_name(cfg)
+    resolve_fork_backbone_name(cfg)
+    r = cfg.MODEL.RESNETS
+    if r.RADIX > 1 and "resnest" in cfg.MODEL.BACKBONE.NAME:
+        # The builders imply the full ResNeSt recipe for RADIX > 1 (as the fork does); say so in
+        # the config, so the saved config.yaml describes the network that was built.
+        r.DEEP_STEM = r.AVD = r.AVG_DOWN = True
+    return cfg
 
 
 def resolve_fork_backbone_name(cfg: CfgNode) -> CfgNode:

@@ -4,9 +4,9 @@ import importlib.util
 import os
 
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser
 
 from resnest_dense.data.toy_coco import register_toy_coco
+from resnest_dense.engine import argument_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -60,4 +60,4 @@ def train_net_args(config: str, *opts, eval_only: bool = False, resume: bool = F
     argv = ["--config-file", config if os.path.isabs(config) else os.path.join(CONFIGS, config)]
     argv += ["--eval-only"] if eval_only else []
     argv += ["--resume"] if resume else []
-    return default_argument_parser().parse_args(argv + [str(o) for o in opts])
+    return argument_parser().parse_args(argv + [str(o) for o in opts])

@@ -21,7 +21,7 @@ from detection_helpers import CONFIGS, RESNEST_CONFIGS, TINY, train_net_args
 from resnest_dense import add_resnest_config
 from resnest_dense.engine import Trainer, load_config
 from resnest_dense.engine.amp import AutocastTrainer, amp_dtype
-from resnest_dense.engine.robustness import StartupError, validate_training_config
+from resnest_dense.engine.checks import StartupError, validate
 from resnest_dense.modeling.backbone.variants import variant_opts
 
 
@@ -48,7 +48,7 @@ def test_unknown_precision_is_a_startup_error():
         TINY + ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "fp8"],
     )
     with pytest.raises(StartupError, match=r"SOLVER.AMP.PRECISION='fp8'.*bfloat16"):
-        validate_training_config(cfg, world_size=1)
+        validate(cfg, "train", world_size=1)
 
 
 def _backbone(variant: str, norm: str):

@@ -31,8 +31,8 @@ from detection_helpers import (
     register_test_toy_set,
     train_net_args,
 )
-from resnest_dense.engine.robustness import StartupError
-from resnest_dense.engine.trainer import read_loss_history
+from resnest_dense.engine.checks import StartupError
+from resnest_dense.engine.history import read_loss_history
 
 CONFIG = RESNEST_CONFIGS["faster"]
 NO_EVAL = ["DATASETS.TEST", (), "SEED", 5]

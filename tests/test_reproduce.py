@@ -97,14 +97,35 @@ def test_eval_released_says_what_is_missing(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("RESNEST_DENSE_REGISTRY", raising=False)
     caplog.set_level("INFO", logger="reproduce")
+    # Not evaluated (no dataset, no weights): exit 1, saying what is missing, nothing written.
     assert reproduce.main(["--eval-released", "--only", "deeplab_resnest50_ade",
-                           "--output", str(tmp_path / "o")]) == 0  # fmt: skip
+                           "--output", str(tmp_path / "o")]) == 1  # fmt: skip
+    assert not (tmp_path / "o").exists()
     text = caplog.text
     assert "--eval-only --num-gpus 1 MODEL.WEIGHTS resnest://deeplab_resnest50_ade" in text
     assert "deeplab_resnest50_ade-2225f09d.zip" in text  # where to get the weights
     assert os.path.join(str(tmp_path / "cache"), "deeplab_resnest50_ade-2225f09d.pth") in text
-    assert "dataset ade20k_sem_seg_val" in text
+    assert "Dataset 'ade20k_sem_seg_val'" in text and "sem_seg_root" in text
     assert "Evaluated 0 of 1" in text
+
+
+def test_bad_only_pattern_is_one_line_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--train", "--dry-run", "--only", "faster_rcnn[("])
+    assert e.value.code == 2
+    assert "--only 'faster_rcnn[(' is not a valid regular expression" in capsys.readouterr().err
+
+
+def test_eval_released_dry_run_downloads_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNEST_DENSE_CACHE", str(tmp_path / "cache"))
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("--dry-run opened a URL")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    assert reproduce.main(["--eval-released", "--dry-run", "--output", str(tmp_path / "o")]) == 0
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
 
 
 def test_smoke_segmentation_pair_end_to_end(tmp_path, monkeypatch):

@@ -5,12 +5,12 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 
 from resnest_dense import add_resnest_config
-from resnest_dense.engine.robustness import (
+from resnest_dense.engine.checks import (
     SafeMapper,
     StartupError,
     adapt_norms_for_device,
     check_image_files,
-    validate_training_config,
+    validate,
 )
 
 
@@ -35,12 +35,12 @@ def _cfg(**opts):
 def test_one_image_per_worker(world, norm, ok):
     cfg = _cfg(**{"SOLVER.IMS_PER_BATCH": world, "MODEL.RESNETS.NORM": norm})
     if ok:
-        validate_training_config(cfg, world_size=world)
+        validate(cfg, "train", world_size=world)
     else:
         with pytest.raises(
             StartupError, match=f"1 image per worker, but MODEL.RESNETS.NORM={norm}"
         ):
-            validate_training_config(cfg, world_size=world)
+            validate(cfg, "train", world_size=world)
 
 
 def test_unregistered_dataset_and_missing_weights(tmp_path):
@@ -49,9 +49,9 @@ def test_unregistered_dataset_and_missing_weights(tmp_path):
         cfg = _cfg(**{"SOLVER.IMS_PER_BATCH": 2, "MODEL.WEIGHTS": str(tmp_path / "nope.pth")})
         cfg.DATASETS.TRAIN = ("mytoy_trian_for_check",)
         with pytest.raises(StartupError) as info:
-            validate_training_config(cfg, world_size=1)
+            validate(cfg, "train", world_size=1)
         msg = str(info.value)
-        assert "DATASETS.TRAIN names 'mytoy_trian_for_check', which is not registered" in msg
+        assert "Dataset 'mytoy_trian_for_check' (in DATASETS.TRAIN) is not registered" in msg
         assert "mytoy_train_for_check" in msg  # suggested
         assert f"MODEL.WEIGHTS='{tmp_path / 'nope.pth'}': no such file" in msg
     finally:
@@ -62,7 +62,7 @@ def test_batch_not_divisible():
     with pytest.raises(
         StartupError, match="IMS_PER_BATCH=5 is not divisible by the number of processes .2."
     ):
-        validate_training_config(_cfg(**{"SOLVER.IMS_PER_BATCH": 5}), world_size=2)
+        validate(_cfg(**{"SOLVER.IMS_PER_BATCH": 5}), "train", world_size=2)
 
 
 def test_missing_image_files(tmp_path):

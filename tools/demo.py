@@ -25,14 +25,10 @@ import torch
 import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from resnest_dense.engine import load_config
-from resnest_dense.model_zoo import get_entry
-from resnest_dense.utils import optimize_for_inference
+from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -56,23 +52,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def weights_problem(weights: str) -> Optional[str]:
-    """Why ``weights`` would leave the detector random, or None if they look like a model."""
-    if not weights:
-        return "MODEL.WEIGHTS is empty"
-    if weights.startswith("resnest://"):
-        entry = get_entry(weights)
-        if entry.kind == "imagenet_backbone":
-            return (
-                f"MODEL.WEIGHTS {weights} holds ImageNet backbone weights only; the detection "
-                "heads would be random"
-            )
-        return None
-    if "://" not in weights and not PathManager.exists(weights):
-        return f"MODEL.WEIGHTS file {weights!r} does not exist"
-    return None
-
-
 def list_images(inputs: List[str]) -> List[str]:
     """Image files of ``inputs`` (folders expanded, sorted)."""
     paths = []
@@ -93,29 +72,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="resnest_dense")
     setup_logger(name="fvcore")
-    cfg = load_config(args.config_file, args.opts, train=False)
-    problem = weights_problem(cfg.MODEL.WEIGHTS)
-    if problem and not args.allow_random_weights:
-        print(
-            f"Refusing to run: {problem}. A randomly initialised detector predicts nothing "
-            "useful (empty or random boxes). Pass --opts MODEL.WEIGHTS <trained model .pth or "
-            "resnest://<detector name>>, or --allow-random-weights to run anyway.",
-            file=sys.stderr,
+    try:
+        cfg = load_config(
+            args.config_file,
+            args.opts,
+            purpose="demo",
+            allow_random_weights=args.allow_random_weights,
         )
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
+        cfg.freeze()
+        predictor = build_predictor(cfg, args.allow_random_weights)
+    except SETUP_ERRORS as e:
+        print(f"Refusing to run: {e}", file=sys.stderr)
         return 2
-    if problem:
-        logger.warning("%s; running with random weights as asked.", problem)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.info("CUDA is not available; running on the CPU.")
-        cfg.MODEL.DEVICE = "cpu"
-    thresh = args.confidence_threshold
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = thresh
-    cfg.freeze()
-
-    predictor = DefaultPredictor(cfg)
-    if cfg.TEST.FAST_INFERENCE:
-        optimize_for_inference(predictor.model)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     os.makedirs(args.output, exist_ok=True)
     for path in tqdm.tqdm(list_images(args.input), desc="demo", unit="image"):

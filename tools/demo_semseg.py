@@ -26,18 +26,14 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-from resnest_dense import add_resnest_config
 from resnest_dense.data.ade20k import palette_for
-from resnest_dense.modeling import meta_arch, sem_seg_heads  # noqa: F401  (registration)
-from resnest_dense.modeling.backbone import dilated  # noqa: F401  (registration)
+from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
 
 logger = logging.getLogger("demo_semseg")
 
@@ -61,34 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.input and not args.video_input:
         parser.error("give --input and/or --video-input")
     return args
-
-
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    cfg = get_cfg()
-    add_resnest_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
-def check_weights(weights: str, allow_random: bool) -> None:
-    """Stop unless ``weights`` names a checkpoint (a URL or an existing file)."""
-    if weights and ("://" in weights or os.path.isfile(weights)):
-        return
-    reason = (
-        "MODEL.WEIGHTS is empty" if not weights else f"MODEL.WEIGHTS={weights!r} does not exist"
-    )
-    message = (
-        f"{reason}, so the model would run with random weights and the masks would be noise. "
-        "Pass a trained checkpoint with --opts MODEL.WEIGHTS path/to/model_final.pth "
-        "(or --allow-random-weights to run anyway)."
-    )
-    if not allow_random:
-        raise SystemExit(f"demo_semseg: {message}")
-    logger.warning(message)
 
 
 def expand_inputs(patterns: Sequence[str]) -> List[str]:
@@ -146,13 +114,14 @@ def draw_legend(
 class SemSegDemo:
     """Runs a segmentation model on BGR images and renders masks, overlays and legends."""
 
-    def __init__(self, cfg: CfgNode, alpha: float = 0.5):
+    def __init__(self, cfg: CfgNode, alpha: float = 0.5, allow_random_weights: bool = False):
         """
         Args:
             cfg: a frozen config of a semantic segmentation model.
             alpha: mask opacity in the overlay.
+            allow_random_weights: load weights that do not cover the model.
         """
-        self.predictor = DefaultPredictor(cfg)
+        self.predictor = build_predictor(cfg, allow_random_weights)
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
         names = list(metadata.get("stuff_classes", [])) if metadata is not None else []
@@ -232,11 +201,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="demo_semseg")
     setup_logger(name="resnest_dense")
-    cfg = setup_cfg(args)
-    check_weights(cfg.MODEL.WEIGHTS, args.allow_random_weights)
+    try:
+        cfg = load_config(
+            args.config_file,
+            args.opts,
+            purpose="demo",
+            allow_random_weights=args.allow_random_weights,
+        )
+        cfg.freeze()
+        demo = SemSegDemo(cfg, alpha=args.alpha, allow_random_weights=args.allow_random_weights)
+    except SETUP_ERRORS as e:
+        print(f"Refusing to run: {e}", file=sys.stderr)
+        return 2
     files = expand_inputs(args.input)
     os.makedirs(args.output, exist_ok=True)
-    demo = SemSegDemo(cfg, alpha=args.alpha)
     if files:
         run_images(demo, files, args.output)
     if args.video_input:

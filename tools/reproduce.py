@@ -97,125 +97,73 @@ def register_smoke_sets(root: str) -> None:
         register_toy_sem_seg(os.path.join(root, "toy_sem_seg"), "smoke_toy_sem_seg", 64, 12)
 
 
-def build_evaluator(cfg, dataset: str, output_dir: str):
-    """COCO box/mask AP or mIoU/pixAcc, by the dataset's ``evaluator_type``."""
-    from detectron2.data import MetadataCatalog
-    from detectron2.evaluation import COCOEvaluator
+def tool_config(config: str, opts: Sequence = (), purpose: str = "train"):
+    """The checked config of ``configs/<config>`` + ``opts`` through the engine's set-up path."""
+    from resnest_dense.engine import load_config
+    from resnest_dense.model_zoo import get_config_file
 
-    from resnest_dense.engine.semseg import build_semseg_evaluator
-
-    kind = MetadataCatalog.get(dataset).evaluator_type
-    if kind == "sem_seg":
-        return build_semseg_evaluator(cfg, dataset, output_dir=output_dir)
-    if kind == "coco":
-        return COCOEvaluator(dataset, output_dir=output_dir)
-    raise ValueError(f"{dataset}: no evaluator for evaluator_type {kind!r}")
-
-
-def evaluate(cfg, weights: str, output_dir: str) -> Dict:
-    """Evaluate ``weights`` (strictly loaded) on ``cfg.DATASETS.TEST``; writes results.json."""
-    import torch
-    from detectron2.data import DatasetCatalog, build_detection_test_loader
-    from detectron2.evaluation import inference_on_dataset
-    from detectron2.modeling import build_model
-
-    from resnest_dense.model_zoo import load_checked
-
-    model = build_model(cfg)
-    load_checked(model, weights, strict=True)
-    model.eval()
-    results = {}
-    for dataset in cfg.DATASETS.TEST:
-        DatasetCatalog.get(dataset)  # generated sets are written on first use
-        evaluator = build_evaluator(cfg, dataset, os.path.join(output_dir, "inference"))
-        with torch.no_grad():
-            results[dataset] = inference_on_dataset(
-                model, build_detection_test_loader(cfg, dataset), evaluator
-            )
-    first = results[cfg.DATASETS.TEST[0]]
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump({"weights": weights, "results": first, "per_dataset": results}, f, indent=1)
-    return first
+    return load_config(get_config_file(config), [str(o) for o in opts], purpose=purpose)
 
 
 def write_run_json(output_dir: str, row: Dict, **extra) -> None:
-    os.makedirs(output_dir, exist_ok=True)
+    from resnest_dense.utils.io import atomic_write_json
+
     info = {k: row[k] for k in ("task", "backbone", "config", "dataset")}
     info.update(extra)
-    with open(os.path.join(output_dir, "run.json"), "w") as f:
-        json.dump(info, f, indent=1)
+    atomic_write_json(os.path.join(output_dir, "run.json"), info)
 
 
 # -------------------------------------------------------------- released models
 
 
-def _dataset_missing(dataset: str) -> Optional[str]:
-    """Path that must exist for ``dataset`` and does not, or None."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    if dataset not in DatasetCatalog.list():
-        return f"dataset {dataset} is not registered"
-    meta = MetadataCatalog.get(dataset)
-    for key in ("json_file", "image_root", "sem_seg_root"):
-        path = getattr(meta, key, None)
-        if path and not os.path.exists(path):
-            return path
-    return None
-
-
 def eval_released(args) -> int:
+    """Evaluate every selected released model; exit 1 unless all of them were evaluated.
+
+    Each model goes through train_net's checks first (dataset on disk, weights name known), so
+    a missing dataset is reported before anything is downloaded; ``--dry-run`` downloads and
+    evaluates nothing.
+    """
     from resnest_dense import model_zoo
+    from resnest_dense.engine import SETUP_ERRORS, evaluate_weights
 
     entries = [e for e in model_zoo.default_registry().values() if e.config]
-    entries = [e for e in entries if re.search(args.only or "", e.name)]
+    entries = [e for e in entries if args.only.search(e.name)]
     progress = Progress(len(entries))
     ran = 0
     for i, entry in enumerate(entries, 1):
         out = os.path.join(args.output, "released", entry.name)
+        weights = f"{model_zoo.SCHEME}{entry.name}"
         cmd = (
             f"python tools/train_net.py --config-file configs/{entry.config} --eval-only "
-            f"--num-gpus 1 MODEL.WEIGHTS {model_zoo.SCHEME}{entry.name} OUTPUT_DIR {out}"
+            f"--num-gpus 1 MODEL.WEIGHTS {weights} OUTPUT_DIR {out}"
         )
-        try:
-            cfg = model_zoo.get_config(entry.config)
-        except RuntimeError:
-            logger.info(
-                "[%d/%d] %s\n  missing config: configs/%s",
-                i,
-                len(entries),
-                entry.name,
-                entry.config,
-            )
+        logger.info("[%d/%d] %s\n  command: %s", i, len(entries), entry.name, cmd)
+        if args.dry_run:
             continue
-        missing = []
+        problems = []
         try:
-            weights = model_zoo.resolve_weights(entry.name, download=args.download)
-        except (model_zoo.WeightsNotFoundError, model_zoo.ChecksumMismatchError) as e:
-            missing.append(f"weights: {e}")
-        for dataset in cfg.DATASETS.TEST:
-            problem = _dataset_missing(dataset)
-            if problem:
-                missing.append(
-                    f"dataset {dataset}: {problem} not found (see datasets/README.md; "
-                    f"DETECTRON2_DATASETS={os.environ.get('DETECTRON2_DATASETS', 'datasets')})"
-                )
-        if missing or args.dry_run:
-            logger.info("[%d/%d] %s\n  command: %s", i, len(entries), entry.name, cmd)
-            for m in missing:
-                logger.info("  missing %s", m.replace("\n", "\n    "))
+            cfg = tool_config(entry.config, ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out], "eval")
+        except SETUP_ERRORS as e:
+            problems.append(e)
+        try:
+            # Download only when the rest of the set-up is fine.
+            model_zoo.resolve_weights(entry.name, download=False if problems else args.download)
+        except SETUP_ERRORS as e:
+            problems.append(e)
+        if problems:
+            for e in problems:
+                logger.error("  missing: %s", str(e).replace("\n", "\n    "))
             continue
-        progress.step(i, entry.name, "evaluating")
         row = next(r for r in paper_rows() if r["config"] == entry.config)
+        progress.step(i, entry.name, "evaluating")
+        evaluate_weights(cfg)
         write_run_json(out, row, kind="released", weights=entry.name)
-        cfg.MODEL.WEIGHTS = weights
-        cfg.OUTPUT_DIR = out
-        evaluate(cfg, weights, out)
         progress.finish_run()
         ran += 1
     logger.info("Evaluated %d of %d released models.", ran, len(entries))
     if ran:
         collect(os.path.join(args.output, "released"), os.path.join(args.output, "released"))
-    return 0
+    return 0 if args.dry_run or ran == len(entries) else 1
 
 
 # -------------------------------------------------------------------- training
@@ -230,7 +178,7 @@ def train_command(row: Dict, output_dir: str, num_gpus: int, opts: Sequence[str]
 
 
 def train(args) -> int:
-    rows = [r for r in paper_rows() if re.search(args.only or "", run_id(r))]
+    rows = [r for r in paper_rows() if args.only.search(run_id(r))]
     progress = Progress(len(rows))
     for i, row in enumerate(rows, 1):
         out = os.path.join(args.output, "train", run_id(row))
@@ -253,12 +201,11 @@ def train(args) -> int:
             progress.finish_run()  # train_net evaluated the final model itself
             continue
         progress.step(i, run_id(row), "evaluating model_final.pth")
-        from resnest_dense import model_zoo
+        from resnest_dense.engine import evaluate_weights
 
-        cfg = model_zoo.get_config(row["config"])
-        cfg.merge_from_list(list(args.opts))
-        cfg.OUTPUT_DIR = out
-        evaluate(cfg, os.path.join(out, "model_final.pth"), out)
+        final = os.path.join(out, "model_final.pth")
+        evaluate_weights(tool_config(row["config"], [*args.opts, "MODEL.WEIGHTS", final,
+                                                     "OUTPUT_DIR", out], "eval"))  # fmt: skip
         progress.finish_run()
     if not args.dry_run:
         collect(os.path.join(args.output, "train"), os.path.join(args.output, "train"))
@@ -270,7 +217,7 @@ def train(args) -> int:
 _SMOKE_COMMON = [
     "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "DATALOADER.NUM_WORKERS", 0,
     "SOLVER.IMS_PER_BATCH", 2, "SOLVER.STEPS", (), "SOLVER.WARMUP_ITERS", 0,
-    "SOLVER.CHECKPOINT_PERIOD", 100000, "TEST.EVAL_PERIOD", 0,
+    "SOLVER.CHECKPOINT_PERIOD", 100000, "TEST.EVAL_PERIOD", 0, "TEST.PRECISE_BN.ENABLED", False,
 ]  # fmt: skip
 _SMOKE_COCO = [
     "DATASETS.TRAIN", ("smoke_toy_coco_train",), "DATASETS.TEST", ("smoke_toy_coco_val",),
@@ -324,50 +271,12 @@ def smoke_backbone(row: Dict) -> str:
     return "R-18" if row["dataset"].startswith("coco") else "R-50 (width 16)"
 
 
-def _train_in_process(cfg, progress: Progress, index: int, name: str) -> str:
-    """A short detectron2 ``SimpleTrainer`` run; returns the saved model_final.pth."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import build_detection_train_loader
-    from detectron2.engine import SimpleTrainer
-    from detectron2.modeling import build_model
-    from detectron2.solver import build_lr_scheduler, build_optimizer
-    from detectron2.utils.events import EventStorage
-
-    from resnest_dense.engine import semseg
-
-    model = build_model(cfg)
-    if semseg.is_semseg_config(cfg):
-        loader = semseg.build_semseg_train_loader(cfg)
-        optimizer = semseg.build_semseg_optimizer(cfg, model)
-        scheduler = semseg.build_semseg_lr_scheduler(cfg, optimizer)
-    else:
-        loader = build_detection_train_loader(cfg)
-        optimizer = build_optimizer(cfg, model)
-        scheduler = build_lr_scheduler(cfg, optimizer)
-    trainer = SimpleTrainer(model, loader, optimizer)
-    metrics = []
-    with EventStorage(0) as storage:
-        trainer.storage = storage
-        for it in range(cfg.SOLVER.MAX_ITER):
-            storage.iter = it
-            trainer.iter = it
-            trainer.run_step()
-            scheduler.step()
-            loss = storage.history("total_loss").latest()
-            metrics.append({"iteration": it, "total_loss": loss})
-            if (it + 1) % max(1, cfg.SOLVER.MAX_ITER // 4) == 0:
-                progress.step(index, name, f"iter {it + 1}/{cfg.SOLVER.MAX_ITER} loss {loss:.3f}")
-    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), "w") as f:
-        f.write("\n".join(json.dumps(m) for m in metrics) + "\n")
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save("model_final")
-    return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-
-
 def smoke(args) -> int:
-    """Train + evaluate every matrix cell (R-50/S-50 row of each task) at toy scale."""
+    """Train + evaluate every matrix cell (R-50/S-50 row of each task) at toy scale, with the
+    engine that tools/train_net.py runs (same checks, trainer, evaluator, results.json)."""
     import torch
 
-    from resnest_dense import model_zoo
+    from resnest_dense import engine
 
     torch.manual_seed(0)
     # One thread: on a shared CPU, two OpenMP threads per process fighting other jobs are
@@ -376,22 +285,21 @@ def smoke(args) -> int:
     root = os.path.abspath(args.output)
     register_smoke_sets(os.path.join(root, "datasets"))
     rows = [r for r in paper_rows() if r["backbone"] in ("R-50", "S-50")]
-    rows = [r for r in rows if re.search(args.only or "", run_id(r))]
+    rows = [r for r in rows if args.only.search(run_id(r))]
     progress = Progress(len(rows))
     t0 = time.time()
     for i, row in enumerate(rows, 1):
         out = os.path.join(root, "smoke", run_id(row))
-        cfg = model_zoo.get_config(row["config"])
-        cfg.merge_from_list(smoke_opts(row, args.iters))
-        cfg.OUTPUT_DIR = out
-        opts = [str(o) for o in smoke_opts(row, args.iters)]
+        opts = [str(o) for o in smoke_opts(row, args.iters)] + ["OUTPUT_DIR", out]
+        cfg = tool_config(row["config"], opts)
+        cfg.freeze()
         write_run_json(
             out, row, kind="toy", smoke_backbone=smoke_backbone(row), iters=args.iters, opts=opts
         )
         progress.step(i, run_id(row), f"training {smoke_backbone(row)} for {args.iters} iters")
-        weights = _train_in_process(cfg, progress, i, run_id(row))
-        progress.step(i, run_id(row), f"evaluating on {cfg.DATASETS.TEST[0]}")
-        evaluate(cfg, weights, out)
+        if not engine.train(cfg):
+            logger.error("%s: training produced no evaluation results", run_id(row))
+            return 1
         progress.finish_run()
     logger.info("Smoke matrix of %d runs took %s", len(rows), _fmt_s(time.time() - t0))
     collect(os.path.join(root, "smoke"), os.path.join(root, "smoke"))
@@ -564,6 +472,10 @@ def main(argv=None) -> int:
                              "RESNEST_DENSE_OFFLINE is set)")  # fmt: skip
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for --train")
     args = parser.parse_args(argv)
+    try:
+        args.only = re.compile(args.only or "")
+    except re.error as e:
+        parser.error(f"--only {args.only!r} is not a valid regular expression: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     logging.getLogger("fvcore").setLevel(logging.WARNING)

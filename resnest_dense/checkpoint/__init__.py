@@ -1,5 +1,6 @@
-"""Weight conversion into detectron2 names."""
+"""Weight conversion into detectron2 names, and the checkpointer every tool loads with."""
 
+from .checkpointer import CheckpointReadError, Checkpointer, LoadReport, load_checked
 from .convert import (
     REQUIRED_INPUT_SETTINGS,
     CheckpointMismatchError,
@@ -13,6 +14,10 @@ from .convert import (
 __all__ = [
     "REQUIRED_INPUT_SETTINGS",
     "CheckpointMismatchError",
+    "CheckpointReadError",
+    "Checkpointer",
+    "LoadReport",
+    "load_checked",
     "build_variant_backbone",
     "check_state_dict",
     "convert_resnest_checkpoint",

@@ -148,6 +148,7 @@ def register_toy_sem_seg(
             evaluator_type="sem_seg",
             stuff_classes=list(TOY_SEM_SEG_CLASSES),
             ignore_label=IGNORE_LABEL,
+            toy_generate_kwargs=generate_kwargs,  # written on first use
         )
         names.append(name)
     return names

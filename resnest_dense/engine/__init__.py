@@ -1,23 +1,37 @@
-"""Training and evaluation entry points: a thin detectron2 ``DefaultTrainer`` and ``setup``.
+"""Training and evaluation: one set-up path, one trainer, one evaluator factory.
 
-:class:`Trainer` serves every config of this project: detection / instance segmentation
-(detectron2's defaults, COCO evaluation) and semantic segmentation (the builders of
-:mod:`resnest_dense.engine.semseg`), on one or several processes (gloo on CPU-only machines),
-with atomic checkpoints, a data stream that makes ``--resume`` exact, a named non-finite loss
-check and start-up validation (docs/training.md). :func:`setup` turns ``tools/train_net.py``
-arguments into a frozen config with clear errors for unknown keys, missing files, unregistered
-datasets, missing weights and batch / norm mismatches.
+* :func:`load_config` / :func:`setup` (:mod:`.setup`): the config of every tool, checked at
+  start-up by :mod:`.checks` (device, norms, datasets, weights, batch) with clear errors;
+* :class:`Trainer` (:mod:`.trainer`): detectron2's ``DefaultTrainer`` for every config of this
+  project, on one or several processes (gloo on CPU-only machines), with atomic checkpoints, a
+  data stream that makes ``--resume`` exact, a named non-finite loss check and mixed precision
+  on any device (docs/training.md);
+* :func:`build_evaluator` (:mod:`.evaluation`): COCO AP or mIoU / pixAcc by dataset type;
+* :func:`build_predictor` (:mod:`.predictor`): the demos' predictor, weights loaded strictly;
+* :func:`train` / :func:`evaluate_weights` / :func:`write_results` (:mod:`.runs`): what
+  ``tools/train_net.py`` and ``tools/reproduce.py`` run.
 """
 
-from .evaluation import build_coco_evaluator, coco_eval_backend
-from .trainer import Trainer, check_datasets, load_config, setup, write_results
+from ..errors import StartupError
+from .checks import SETUP_ERRORS
+from .evaluation import build_coco_evaluator, build_evaluator, coco_eval_backend
+from .predictor import build_predictor
+from .runs import evaluate_weights, train, write_results
+from .setup import argument_parser, load_config, setup
+from .trainer import Trainer
 
 __all__ = [
+    "SETUP_ERRORS",
+    "StartupError",
     "Trainer",
+    "argument_parser",
     "build_coco_evaluator",
-    "check_datasets",
+    "build_evaluator",
+    "build_predictor",
     "coco_eval_backend",
+    "evaluate_weights",
     "load_config",
     "setup",
+    "train",
     "write_results",
 ]

@@ -12,7 +12,7 @@ Example::
                           trained=True, device="cpu")
 """
 
-from .loading import LoadReport, load_checked
+from ..checkpoint import LoadReport, load_checked
 from .model_zoo import config_root, get, get_config, get_config_file, list_configs
 from .weights import (
     SCHEME,

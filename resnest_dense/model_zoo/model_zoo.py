@@ -106,7 +106,7 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None) -
     """
     from detectron2.modeling import build_model
 
-    from .loading import load_checked
+    from ..checkpoint import load_checked
 
     cfg = get_config(config_path, trained=trained)
     cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -67,7 +67,7 @@ def fold_batch_norms(model: nn.Module) -> int:
         if isinstance(module, SplitAttentionConv2d):
             for conv_name, norm_name in (("conv", "bn0"), ("fc1", "bn1")):
                 if _fold_into(getattr(module, conv_name), getattr(module, norm_name)):
-                    setattr(module, norm_name, nn.Identity())
+                    module.add_module(norm_name, nn.Identity())
                     folded += 1
             module._needs_batch = False
         elif isinstance(module, Conv2d) and module.norm is not None:

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from resnest_dense.engine.atomic_checkpoint import AtomicDetectionCheckpointer
+from resnest_dense.checkpoint import Checkpointer
 
 
 class _Boom(RuntimeError):
@@ -14,13 +14,11 @@ class _Boom(RuntimeError):
 
 def test_save_and_resume(tmp_path):
     model = torch.nn.Linear(3, 2)
-    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    ckpt = Checkpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_0000009", iteration=9)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
     other = torch.nn.Linear(3, 2)
-    loaded = AtomicDetectionCheckpointer(other, save_dir=str(tmp_path)).resume_or_load(
-        "", resume=True
-    )
+    loaded = Checkpointer(other, save_dir=str(tmp_path)).resume_or_load("", resume=True)
     assert loaded["iteration"] == 9
     torch.testing.assert_close(other.weight, model.weight)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
@@ -28,7 +26,7 @@ def test_save_and_resume(tmp_path):
 
 def test_interrupted_write_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
-    ckpt = AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    ckpt = Checkpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_0000004", iteration=4)
     good = (tmp_path / "model_0000004.pth").read_bytes()
 
@@ -48,5 +46,5 @@ def test_interrupted_write_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
     assert (tmp_path / "model_0000004.pth").read_bytes() == good
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
-    loaded = AtomicDetectionCheckpointer(torch.nn.Linear(3, 2), save_dir=str(tmp_path))
+    loaded = Checkpointer(torch.nn.Linear(3, 2), save_dir=str(tmp_path))
     assert loaded.resume_or_load("", resume=True)["iteration"] == 4

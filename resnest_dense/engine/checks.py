@@ -1,0 +1,385 @@
+"""The start-up validation layer of every tool, and the run-time guards of training.
+
+Every entry point (``tools/train_net.py`` train and ``--eval-only``, both demos,
+``tools/reproduce.py``) builds its config through :func:`resnest_dense.engine.load_config`, which
+calls :func:`validate` here; so each rule is written once. A failed check raises
+:class:`StartupError` with one message naming the key / file / dataset, what was expected, what
+was found and how to fix it, before any model is built or any output is written.
+
+Start-up checks:
+
+* :func:`resolve_device`: a CUDA config on a machine without CUDA runs on the CPU (one warning);
+* :func:`adapt_norms_for_device`: ``SyncBN`` is ``nn.SyncBatchNorm``, which has no CPU/gloo
+  implementation; CPU runs with several processes use detectron2's ``naiveSyncBN_N``, the same
+  math computed with all-reduce, which also accepts empty batches (zero mask-head inputs);
+* :func:`check_training_setup`: images per worker vs the backbone norm, batch vs processes,
+  mixed-precision settings;
+* :func:`check_datasets`: dataset names registered, their files present;
+* :func:`check_weights`: ``MODEL.WEIGHTS`` exists; for evaluation and demos it must name a
+  trained model (not empty, not an ImageNet backbone), unless random weights are allowed;
+* :func:`check_image_files`: every image of a dataset exists (one ``stat`` per image).
+
+Run-time guards: :class:`SafeMapper` (an unreadable image fails naming the file, or with
+``DATALOADER.SKIP_CORRUPT_IMAGES`` is skipped and counted) and :func:`check_finite_losses`.
+"""
+
+import logging
+import os
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+import torch.distributed as dist
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+
+from ..checkpoint import CheckpointMismatchError, CheckpointReadError
+from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
+from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get_entry
+from .amp import amp_dtype
+
+__all__ = [
+    "PURPOSES",
+    "SETUP_ERRORS",
+    "StartupError",
+    "SafeMapper",
+    "adapt_norms_for_device",
+    "check_datasets",
+    "check_finite_losses",
+    "check_image_files",
+    "check_training_setup",
+    "check_weights",
+    "MissingFileError",
+    "UnregisteredDatasetError",
+    "resolve_device",
+    "validate",
+]
+
+logger = logging.getLogger(__name__)
+
+_BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
+# What a tool does with the config: train; evaluate / run a demo / export a trained model.
+PURPOSES = ("train", "eval", "demo", "export")
+# Registry kinds of trained models, by the meta-architecture family they fit.
+_TRAINED_KINDS = {"detection": "coco_detector", "semantic": "ade20k_segmenter"}
+# What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
+# weights, never a bug.
+SETUP_ERRORS = (
+    StartupError,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    ChecksumMismatchError,
+    WeightsNotFoundError,
+)
+
+
+def _norm_keys(cfg: CfgNode, prefix: str = "") -> Iterable[str]:
+    for key, value in cfg.items():
+        if isinstance(value, CfgNode):
+            yield from _norm_keys(value, f"{prefix}{key}.")
+        elif key == "NORM":
+            yield f"{prefix}{key}"
+
+
+def _get(cfg: CfgNode, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg: CfgNode, dotted: str, value) -> None:
+    *path, leaf = dotted.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+
+
+def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> List[str]:
+    """Replace ``SyncBN`` by ``naiveSyncBN_N`` for multi-process CPU runs (``cfg`` mutable).
+
+    Returns:
+        The keys that were changed (logged).
+    """
+    world_size = comm.get_world_size() if world_size is None else world_size
+    if cfg.MODEL.DEVICE != "cpu" or world_size <= 1:
+        return []
+    changed = [k for k in _norm_keys(cfg) if _get(cfg, k) == "SyncBN"]
+    for key in changed:
+        _set(cfg, key, "naiveSyncBN_N")
+    if changed:
+        logger.warning(
+            "CPU with %d processes: nn.SyncBatchNorm has no gloo implementation; using "
+            "naiveSyncBN_N (same statistics, all-reduced) for %s.",
+            world_size,
+            ", ".join(changed),
+        )
+    return changed
+
+
+def check_training_setup(cfg: CfgNode, world_size: Optional[int] = None) -> List[StartupError]:
+    """Problems of a training set-up: batch vs processes, batch statistics of one image,
+    mixed-precision settings (empty when fine)."""
+    world_size = comm.get_world_size() if world_size is None else world_size
+    problems = []
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if batch % world_size:
+        problems.append(
+            f"SOLVER.IMS_PER_BATCH={batch} is not divisible by the number of processes "
+            f"({world_size})."
+        )
+    per_worker = batch // max(world_size, 1)
+    norm = cfg.MODEL.RESNETS.NORM
+    # A single process normalises each worker's batch alone; several processes with a
+    # synchronised norm pool statistics across workers.
+    synced = world_size > 1 and norm in {"SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
+    if per_worker == 1 and norm in _BATCH_STAT_NORMS and not synced:
+        problems.append(
+            f"SOLVER.IMS_PER_BATCH={batch} with {world_size} process(es) is 1 image per worker, "
+            f"but MODEL.RESNETS.NORM={norm} needs batch statistics (split attention normalises "
+            "one pooled value per channel). Use >= 2 images per worker, a synchronised norm "
+            "across several processes, or MODEL.RESNETS.NORM FrozenBN."
+        )
+    if cfg.SOLVER.AMP.ENABLED:
+        try:
+            amp_dtype(cfg)
+        except ValueError as e:
+            problems.append(str(e))
+    return [StartupError(p) for p in problems]
+
+
+def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
+    close = sorted(n for n in registered if n.split("_")[0] == name.split("_")[0])
+    examples = sorted(n for n in registered if n.startswith(("toy_", "coco_2017")))
+    hint = f" Similar registered names: {', '.join(close[:8])}." if close else ""
+    return (
+        f"Dataset {name!r} (in DATASETS.{key}) is not registered.{hint} Registered names "
+        f"include: {', '.join(examples[:8])}, ... ({len(registered)} in total). Register your "
+        "own COCO-format data with DATASETS.COCO_FORMAT [[name, json_file, image_root]] (see "
+        "docs/detection.md)."
+    )
+
+
+def check_datasets(cfg: CfgNode, train: bool = True) -> List[StartupError]:
+    """Problems of the datasets named by ``cfg``: unregistered names, missing files.
+
+    Args:
+        cfg: the merged config.
+        train: also check ``DATASETS.TRAIN`` (``DATASETS.TEST`` is always checked).
+
+    Returns:
+        The problems (empty when fine). Generated toy sets are exempt from the file checks:
+        they are written on first use.
+    """
+    registered = set(DatasetCatalog.list())
+    problems = []
+    seen = set()
+    for key in ("TRAIN", "TEST") if train else ("TEST",):
+        for name in cfg.DATASETS[key]:
+            if name in seen:
+                continue
+            seen.add(name)
+            if name not in registered:
+                problems.append(UnregisteredDatasetError(_unregistered(key, name, registered)))
+                continue
+            meta = MetadataCatalog.get(name)
+            if meta.get("toy_coco_generate_kwargs") or meta.get("toy_generate_kwargs"):
+                continue
+            missing = [
+                f"{field} {meta.get(field)!r}"
+                for field in ("json_file", "image_root", "sem_seg_root")
+                if meta.get(field) and not os.path.exists(meta.get(field))
+            ]
+            if missing:
+                root = os.getenv("DETECTRON2_DATASETS", "datasets")
+                problems.append(
+                    MissingFileError(
+                        f"Dataset {name!r}: {' and '.join(missing)} do(es) not exist. Put the "
+                        "data there (see datasets/README.md; builtin names look under "
+                        f"$DETECTRON2_DATASETS, now {root!r})."
+                    )
+                )
+    return problems
+
+
+def _model_family(cfg: CfgNode) -> str:
+    return "semantic" if cfg.MODEL.META_ARCHITECTURE.endswith("SemanticSegmentor") else "detection"
+
+
+def check_weights(
+    cfg: CfgNode, purpose: str = "train", allow_random: bool = False
+) -> List[StartupError]:
+    """Problems of ``MODEL.WEIGHTS`` for ``purpose`` (see :data:`PURPOSES`).
+
+    Training accepts empty weights and ImageNet backbones (fine-tuning). Evaluation, demos and
+    export need a trained model: empty weights, an ImageNet backbone-only registry entry, or a
+    registry model of the other task (detector vs segmenter) are refused unless
+    ``allow_random``. Whether a local file fits the model exactly is checked when it is loaded
+    (:meth:`resnest_dense.checkpoint.Checkpointer.load_checked`, strict for these purposes).
+    """
+    weights = cfg.MODEL.WEIGHTS
+    needs_trained = purpose != "train" and not allow_random
+    override = (
+        " Pass the trained model with MODEL.WEIGHTS path/to/model_final.pth (or "
+        "resnest://<released model>), or --allow-random-weights to run anyway."
+    )
+    if not weights:
+        if not needs_trained:
+            return []
+        return [
+            StartupError(
+                "MODEL.WEIGHTS is empty: the model would be randomly initialised." + override
+            )
+        ]
+    if weights.startswith(SCHEME):
+        try:
+            entry = get_entry(weights)
+        except KeyError as e:
+            return [StartupError(f"MODEL.WEIGHTS={weights!r}: {e.args[0]}")]
+        wanted = _TRAINED_KINDS[_model_family(cfg)]
+        if needs_trained and entry.kind == "imagenet_backbone":
+            return [
+                StartupError(
+                    f"MODEL.WEIGHTS={weights!r} holds ImageNet backbone weights only; the "
+                    f"{'detection' if wanted == 'coco_detector' else 'segmentation'} heads would be "
+                    "random." + override
+                )
+            ]
+        if entry.kind != "imagenet_backbone" and entry.kind != wanted:
+            return [
+                StartupError(
+                    f"MODEL.WEIGHTS={weights!r} is a {entry.kind} but the config builds a "
+                    f"{cfg.MODEL.META_ARCHITECTURE} (expected a {wanted}). Use the config the model "
+                    f"was released with: configs/{entry.config}."
+                )
+            ]
+        return []
+    if "://" in weights:
+        return []
+    if not os.path.isfile(weights):
+        return [
+            MissingFileError(
+                f"MODEL.WEIGHTS={weights!r}: no such file. The path does not exist (relative "
+                f"paths start at {os.getcwd()})." + (override if needs_trained else "")
+            )
+        ]
+    if not os.access(weights, os.R_OK):
+        return [StartupError(f"MODEL.WEIGHTS={weights!r}: the file is not readable (permissions).")]
+    return []
+
+
+def resolve_device(cfg: CfgNode) -> Optional[str]:
+    """Run a CUDA config on the CPU when CUDA is unavailable (``cfg`` mutable; one warning).
+
+    Returns:
+        The device that was replaced, or None.
+    """
+    device = cfg.MODEL.DEVICE
+    if not device.startswith("cuda") or torch.cuda.is_available():
+        return None
+    cfg.MODEL.DEVICE = "cpu"
+    logger.warning("MODEL.DEVICE=%s but CUDA is not available: running on the CPU.", device)
+    return device
+
+
+def validate(
+    cfg: CfgNode,
+    purpose: str = "train",
+    world_size: Optional[int] = None,
+    allow_random_weights: bool = False,
+) -> None:
+    """Every start-up check of ``purpose`` (``cfg`` mutable: device and norms are adapted).
+
+    Raises:
+        StartupError: the problem found (a subclass such as :class:`UnregisteredDatasetError`
+            or :class:`MissingFileError` names its kind), or all problems, one per line.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    world_size = comm.get_world_size() if world_size is None else world_size
+    resolve_device(cfg)
+    adapt_norms_for_device(cfg, world_size)
+    problems = check_datasets(cfg, train=purpose == "train") if purpose != "demo" else []
+    problems += check_weights(cfg, purpose, allow_random_weights)
+    if purpose == "train":
+        problems += check_training_setup(cfg, world_size)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        lines = "\n  - ".join(str(p) for p in problems)
+        # One kind of problem keeps its type (e.g. FileNotFoundError for missing data).
+        kind = type(problems[0]) if len({type(p) for p in problems}) == 1 else StartupError
+        raise kind(f"Invalid set-up for {purpose}:\n  - {lines}")
+
+
+def check_image_files(dataset_dicts: List[Dict], dataset_names: Iterable[str] = ()) -> None:
+    """Raise naming the first missing image files of the training set (all are checked)."""
+    missing = [d["file_name"] for d in dataset_dicts if not PathManager.exists(d["file_name"])]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        names = ", ".join(dataset_names) or "the training set"
+        raise StartupError(
+            f"{len(missing)} of {len(dataset_dicts)} images of {names} are missing: {shown}. "
+            "Check $DETECTRON2_DATASETS (datasets/README.md)."
+        )
+
+
+class SafeMapper:
+    """Wrap a dataset mapper so unreadable images fail clearly or are skipped and counted.
+
+    Args:
+        mapper: e.g. detectron2's ``DatasetMapper``.
+        skip: return None for an unreadable image (detectron2's ``MapDataset`` then draws
+            another one) instead of raising.
+    """
+
+    def __init__(self, mapper: Callable[[Dict], Optional[Dict]], skip: bool = False):
+        self.mapper = mapper
+        self.skip = skip
+        self.num_skipped = 0
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        try:
+            return self.mapper(dataset_dict)
+        except (OSError, ValueError, SyntaxError) as e:
+            # PIL raises OSError/SyntaxError/ValueError for truncated or corrupt files.
+            file_name = dataset_dict.get("file_name", "?")
+            if not self.skip:
+                raise RuntimeError(
+                    f"Cannot read training image {file_name}: {e}. Fix or remove the file, or "
+                    "set DATALOADER.SKIP_CORRUPT_IMAGES True to skip unreadable images."
+                ) from e
+            self.num_skipped += 1
+            logger.warning(
+                "Skipping unreadable image %s (%s); %d skipped so far in this loader worker.",
+                file_name,
+                e,
+                self.num_skipped,
+            )
+            return None
+
+
+def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
+    """Raise ``FloatingPointError`` naming the iteration and every non-finite loss term.
+
+    With several processes the flags are all-reduced first, so every worker raises together
+    (one worker failing alone would leave the others blocked in the gradient all-reduce).
+    """
+    names = sorted(loss_dict)
+    bad = torch.tensor([0.0 if torch.isfinite(loss_dict[k].detach()).all() else 1.0 for k in names])
+    if comm.get_world_size() > 1:
+        dist.all_reduce(bad)
+    if bad.any():
+        terms = [k for k, flag in zip(names, bad.tolist()) if flag]
+        values = {k: float(loss_dict[k].detach()) for k in terms}
+        raise FloatingPointError(
+            f"Non-finite loss at iteration {iteration}: {', '.join(terms)} "
+            f"(this process: {values}). Training stopped before the optimizer step; the last "
+            "checkpoint written before this iteration is intact. Lower SOLVER.BASE_LR, add "
+            "warm-up (SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or "
+            "check the annotations of this batch."
+        )

@@ -1,0 +1,41 @@
+"""The predictor of both demos: detectron2's ``DefaultPredictor`` with strictly loaded weights
+and the inference fast path."""
+
+import logging
+
+from detectron2.config import CfgNode
+from detectron2.engine import DefaultPredictor
+
+from ..checkpoint import Checkpointer
+from ..utils import optimize_for_inference
+
+__all__ = ["build_predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> DefaultPredictor:
+    """A ``DefaultPredictor`` for ``cfg`` whose ``MODEL.WEIGHTS`` must cover the whole model.
+
+    Args:
+        cfg: a config from :func:`resnest_dense.engine.load_config` (purpose ``"demo"``).
+        allow_random_weights: load non-strictly (missing keys stay random, with a warning).
+
+    Raises:
+        CheckpointMismatchError: the weights do not fit the model (keys named).
+        CheckpointReadError: the file cannot be read.
+    """
+    unloaded = cfg.clone()
+    unloaded.defrost()
+    unloaded.MODEL.WEIGHTS = ""  # loaded below, strictly
+    unloaded.freeze()
+    predictor = DefaultPredictor(unloaded)
+    if cfg.MODEL.WEIGHTS:
+        report, _ = Checkpointer(predictor.model).load_checked(
+            cfg.MODEL.WEIGHTS, strict=not allow_random_weights
+        )
+        if not report.clean:
+            logger.warning("Running %s as asked although %s", cfg.MODEL.WEIGHTS, report.summary())
+    if cfg.TEST.FAST_INFERENCE:
+        optimize_for_inference(predictor.model)
+    return predictor

@@ -1,0 +1,123 @@
+"""The one set-up path of every tool: config, data registration, start-up checks, logging.
+
+``tools/train_net.py``, both demos, ``tools/reproduce.py`` and the export tool call
+:func:`load_config` (and ``train_net`` :func:`setup` on top of it), so a config is always built
+the same way: :func:`resnest_dense.config.get_resnest_cfg` (keys, file, options, fork names) ->
+``DATASETS.COCO_FORMAT`` registration -> :func:`resnest_dense.engine.checks.validate` (device,
+norms, datasets, weights, batch), which fails with one clear message before any work is done.
+"""
+
+import argparse
+import contextlib
+import logging
+from typing import Iterator, List, Optional, Sequence
+
+from detectron2.config import CfgNode
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import get_resnest_cfg
+from ..data.coco_format import register_coco_format_datasets
+from .checks import validate
+
+__all__ = ["argument_parser", "load_config", "setup"]
+
+logger = logging.getLogger(__name__)
+
+_PACKAGE_LOGGER = "resnest_dense"
+
+
+def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` plus ``--allow-random-weights``."""
+    parser = default_argument_parser(epilog=epilog)
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="with --eval-only: evaluate even when MODEL.WEIGHTS is empty, an ImageNet backbone "
+        "or does not cover the whole model (the numbers are then meaningless)",
+    )
+    return parser
+
+
+def load_config(
+    config_file: Optional[str],
+    opts: Sequence[str] = (),
+    purpose: str = "train",
+    allow_random_weights: bool = False,
+    world_size: Optional[int] = None,
+) -> CfgNode:
+    """The checked, mutable config of a tool.
+
+    Args:
+        config_file: a YAML file (e.g. ``configs/COCO-Detection/...yaml``).
+        opts: trailing ``KEY VALUE`` overrides.
+        purpose: ``"train"``, ``"eval"``, ``"demo"`` or ``"export"``: which checks apply (see
+            :func:`resnest_dense.engine.checks.validate`).
+        allow_random_weights: let evaluation / demos run without trained weights.
+        world_size: number of processes (default: detectron2's ``comm``).
+
+    Raises:
+        FileNotFoundError, KeyError: missing config file, unknown key (naming the key and where
+            it came from).
+        StartupError: a check failed (subclasses are also ``KeyError`` / ``FileNotFoundError``
+            for unregistered datasets / missing files).
+    """
+    cfg = get_resnest_cfg(config_file, opts)
+    register_coco_format_datasets(cfg.DATASETS.COCO_FORMAT)
+    validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
+    return cfg
+
+
+class _Buffer(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_log_records() -> Iterator[List[logging.LogRecord]]:
+    """Hold the package's log records (e.g. the fork-YAML warning) until the run's log file
+    exists; the caller replays them."""
+    package = logging.getLogger(_PACKAGE_LOGGER)
+    buffer = _Buffer()
+    package.addHandler(buffer)
+    try:
+        yield buffer.records
+    finally:
+        package.removeHandler(buffer)
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Frozen config from ``tools/train_net.py`` arguments, with detectron2's default setup
+    (logging, ``config.yaml`` in ``OUTPUT_DIR``); see :func:`load_config`."""
+    eval_only = getattr(args, "eval_only", False)
+    with _held_log_records() as records:
+        cfg = load_config(
+            args.config_file,
+            args.opts,
+            purpose="eval" if eval_only else "train",
+            allow_random_weights=getattr(args, "allow_random_weights", False),
+        )
+    cfg.freeze()
+    default_setup(cfg, args)
+    # default_setup configures detectron2's loggers; ours (checks, evaluator choice) too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=_PACKAGE_LOGGER)
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    logger.info(
+        "Effective batch %d images (%d per process), backbone norm %s, FPN norm %r",
+        cfg.SOLVER.IMS_PER_BATCH,
+        cfg.SOLVER.IMS_PER_BATCH // max(1, comm.get_world_size()),
+        cfg.MODEL.RESNETS.NORM,
+        cfg.MODEL.FPN.NORM,
+    )
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning(
+            "MODEL.WEIGHTS is empty: %s a randomly initialised model.",
+            "evaluating" if eval_only else "training",
+        )
+    return cfg
