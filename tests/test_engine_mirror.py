@@ -59,8 +59,6 @@ def test_trainer_holds_what_default_trainer_holds(tmp_path):
     assert [n for n, _ in ours.model.named_parameters()] == [
         n for n, _ in theirs.model.named_parameters()
     ]
-    # The checkpointer saves what detectron2's saves, plus nothing.
-    assert ours.checkpointer.trainer is not None and ours.cfg is cfg
 
 
 def _assignments_to_imported_modules(path):
