@@ -13,7 +13,8 @@ Example::
 """
 
 from .loading import LoadReport, load_checked
-from .model_zoo import config_root, get, get_config, get_config_file, list_configs
+from .config_files import config_root, get_config_file, list_configs
+from .model_zoo import get, get_config
 from .weights import (
     SCHEME,
     ChecksumMismatchError,
