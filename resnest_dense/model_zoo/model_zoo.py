@@ -15,11 +15,12 @@ from detectron2.config import CfgNode
 from ..modeling import meta_arch, sem_seg_heads  # noqa: F401
 from ..modeling.backbone import dilated  # noqa: F401
 from .config_files import get_config_file
-from .weights import SCHEME, weights_for_config
+from .registry import SCHEME, weights_for_config
 
 __all__ = ["get_config", "get"]
 
 logger = logging.getLogger(__name__)
+
 
 def get_config(config_path: str, trained: bool = False) -> CfgNode:
     """A detectron2 config for one of our configs, with the ResNeSt keys added.
