@@ -6,6 +6,7 @@ DeepLabV3 heads are laid out by hand from PyTorch-Encoding's ``deeplab.py`` / ``
 """
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -15,6 +16,8 @@ import zipfile
 import pytest
 import timm
 import torch
+from detectron2.utils.file_io import PathHandler, PathManager
+from iopath.common.file_io import PathManager as PathManagerBase
 
 from resnest_dense import model_zoo
 from resnest_dense.checkpoint import (
@@ -26,7 +29,7 @@ from resnest_dense.checkpoint.encoding import (
     convert_encoding_backbone_state_dict,
     convert_encoding_deeplab_state_dict,
 )
-from resnest_dense.model_zoo import conversion, registry, store
+from resnest_dense.model_zoo import conversion, handler, registry, store
 
 REGISTRY = registry.load_registry()
 TOY_SEG = "quick_schedules/toy_deeplabv3_S14_OS8.yaml"
@@ -302,15 +305,23 @@ def test_entry_without_published_hash_loads_with_a_warning(isolated, caplog):
     assert "no checksum was published" in caplog.text
 
 
+@pytest.mark.parametrize("archive", [None, "zip"])
 @pytest.mark.parametrize("good", [True, False])
-def test_download_is_verified_and_atomic(isolated, good):
-    """file:// URLs exercise the download path without a network."""
+def test_download_is_verified_and_atomic(isolated, good, archive):
+    """file:// URLs exercise the download path without a network; zipped entries (as
+    PyTorch-Encoding serves them) leave only the extracted, verified file in the cache."""
     src = isolated / "served.pth"
     torch.save({"model": {"w": torch.arange(3.0)}}, src)
     digest = sha256(src)[:8] if good else "00000000"
+    file = f"dl-{digest}.pth"
+    served = src
+    if archive:
+        served = isolated / file.replace(".pth", ".zip")
+        with zipfile.ZipFile(served, "w") as zf:
+            zf.write(src, arcname=file)
     raw = {
-        "name": "dl", "file": f"dl-{digest}.pth", "kind": "coco_detector",
-        "urls": [src.as_uri()], "hash": {"algorithm": "sha256", "value": digest},
+        "name": "dl", "file": file, "kind": "coco_detector", "archive": archive,
+        "urls": [served.as_uri()], "hash": {"algorithm": "sha256", "value": digest},
         "format": "detectron2", "config": TOY_SEG, "source": "resnest_d2_readme",
     }  # fmt: skip
     reg = registry.load_registry(write_registry(isolated / "reg.json", raw))
@@ -320,10 +331,56 @@ def test_download_is_verified_and_atomic(isolated, good):
     if good:
         path = conversion.resolve_weights("dl", registry=reg, download=True)
         assert path == str(cache / raw["file"]) and sha256(path) == sha256(src)
+        assert os.listdir(cache) == [raw["file"]]  # the archive is not kept
     else:
         with pytest.raises(store.ChecksumMismatchError, match="00000000"):
             conversion.resolve_weights("dl", registry=reg, download=True)
         assert os.listdir(cache) == []  # no partial or unverified file left behind
+
+
+# ------------------------------------------------------------ resnest:// registration
+
+
+class _OtherHandler(PathHandler):
+    def _get_supported_prefixes(self):
+        return [model_zoo.SCHEME]
+
+    def _get_local_path(self, path, **kwargs):
+        return "/elsewhere/" + path[len(model_zoo.SCHEME) :]
+
+
+def test_handler_registration_is_idempotent_and_keeps_an_existing_handler(caplog):
+    manager = PathManagerBase()
+    with caplog.at_level(logging.WARNING):
+        assert handler.register_handler(manager) is True
+        assert handler.register_handler(manager) is False  # a second time changes nothing
+    assert not caplog.records  # iopath warns when it overrides a handler: it did not
+    with pytest.raises(store.WeightsNotFoundError, match="resnest51"):
+        manager.get_local_path("resnest://resnest51")
+    # Someone else's handler for the scheme, registered first, stays in charge.
+    other = PathManagerBase()
+    other.register_handler(_OtherHandler())
+    assert handler.register_handler(other) is False
+    assert other.get_local_path("resnest://resnest50") == "/elsewhere/resnest50"
+
+
+def test_reloading_the_handler_module_keeps_resnest_uris_working(isolated, monkeypatch, caplog):
+    cache = isolated / "cache"
+    cache.mkdir()
+    torch.save({"model": {"w": torch.ones(1)}}, cache / "mine.pth")
+    raw = {
+        "name": "mine", "file": "mine.pth", "kind": "coco_detector",
+        "urls": ["https://example.invalid/mine.pth"], "hash": {"algorithm": "sha256",
+        "value": sha256(cache / "mine.pth")}, "format": "detectron2", "config": TOY_SEG,
+        "source": "resnest_d2_readme",
+    }  # fmt: skip
+    monkeypatch.setenv("RESNEST_DENSE_REGISTRY", write_registry(isolated / "reg.json", raw))
+    with caplog.at_level(logging.WARNING):
+        reloaded = importlib.reload(handler)
+    assert not caplog.records
+    assert reloaded.register_handler() is False  # detectron2's PathManager has ours already
+    assert PathManager.get_local_path("resnest://mine") == str(cache / "mine.pth")
+    assert PathManager.get_local_path("resnest://mine.pth") == str(cache / "mine.pth")
 
 
 # ------------------------------------- end to end: resnest:// into real (toy) models
