@@ -18,12 +18,13 @@ norms for speed (exact) unless ``TEST.FAST_INFERENCE False``.
 import logging
 import os
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from resnest_dense.engine import Trainer, setup, write_results
 from resnest_dense.engine.atomic_checkpoint import AtomicDetectionCheckpointer
+from resnest_dense.engine.launch import launch_from_args
 from resnest_dense.utils import optimize_for_inference
 
 logger = logging.getLogger("resnest_dense.train_net")
@@ -57,14 +58,9 @@ def main(args):
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    # Under torchrun or srun the processes already exist (rank / world size in the environment);
+    # otherwise detectron2's launch spawns --num-gpus workers.
+    launch_from_args(main, args)
 
 
 if __name__ == "__main__":
