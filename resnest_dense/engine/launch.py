@@ -43,11 +43,13 @@ from .robustness import StartupError
 
 __all__ = [
     "DistributedEnv",
+    "check_launch_args",
     "default_slurm_port",
     "detect_distributed_env",
     "expand_nodelist",
     "launch_from_args",
     "parse_tasks_per_node",
+    "select_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class DistributedEnv:
     local_world_size: int
     master_addr: str
     master_port: int
+
+    @property
+    def label(self) -> str:
+        return "SLURM" if self.launcher == "slurm" else self.launcher
 
     @property
     def node_rank(self) -> int:
@@ -331,27 +337,27 @@ def _check_layout(env: DistributedEnv, names: Mapping[str, str], per_machine: st
     local_rank, local_world = names["local_rank"], names["local_world"]
     if env.world_size < 1 or env.local_world_size < 1:
         raise StartupError(
-            f"{env.launcher}: {world}={env.world_size} and {local_world}="
+            f"{env.label}: {world}={env.world_size} and {local_world}="
             f"{env.local_world_size} must be positive."
         )
     if not 0 <= env.rank < env.world_size:
         raise StartupError(
-            f"{env.launcher}: {rank}={env.rank} is outside 0..{world}-1 ({env.world_size})."
+            f"{env.label}: {rank}={env.rank} is outside 0..{world}-1 ({env.world_size})."
         )
     if not 0 <= env.local_rank < env.local_world_size:
         raise StartupError(
-            f"{env.launcher}: {local_rank}={env.local_rank} is outside 0..{local_world}-1 "
+            f"{env.label}: {local_rank}={env.local_rank} is outside 0..{local_world}-1 "
             f"({env.local_world_size})."
         )
     if env.world_size % env.local_world_size:
         raise StartupError(
-            f"{env.launcher}: {world}={env.world_size} is not divisible by {local_world}="
+            f"{env.label}: {world}={env.world_size} is not divisible by {local_world}="
             f"{env.local_world_size}; detectron2 needs the same number of {per_machine} on "
             "every machine."
         )
     if env.rank % env.local_world_size != env.local_rank:
         raise StartupError(
-            f"{env.launcher}: {rank}={env.rank} with {local_rank}={env.local_rank} and "
+            f"{env.label}: {rank}={env.rank} with {local_rank}={env.local_rank} and "
             f"{local_world}={env.local_world_size}: the ranks of a machine are not one block "
             f"(expected {local_rank}={env.rank % env.local_world_size}), which detectron2's "
             "per-machine process group assumes. Under SLURM use the default block "
@@ -468,13 +474,13 @@ def launch_from_args(main_fn: Callable[[Any], Any], args) -> Any:
     backend = select_backend(_config_device(args))
     if backend == "nccl" and torch.cuda.device_count() < env.local_world_size:
         raise StartupError(
-            f"{env.launcher}: {env.local_world_size} processes on this machine but "
+            f"{env.label}: {env.local_world_size} processes on this machine but "
             f"{torch.cuda.device_count()} visible GPU(s) (CUDA_VISIBLE_DEVICES="
             f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}). detectron2 puts local rank r "
             "on cuda:r, so every process must see all GPUs of its machine: request GPUs per "
             "node (--gpus-per-node / --gres=gpu:N), not per task, or start fewer processes."
         )
-    _announce("Launcher: %s, %s, backend %s", env.launcher, env.describe(), backend, rank=env.rank)
+    _announce("Launcher: %s, %s, backend %s", env.label, env.describe(), backend, rank=env.rank)
     try:
         dist.init_process_group(
             backend=backend,
@@ -484,7 +490,7 @@ def launch_from_args(main_fn: Callable[[Any], Any], args) -> Any:
             timeout=DEFAULT_TIMEOUT,
         )
     except Exception:
-        logger.error("Process group init failed: %s, %s", env.launcher, env.describe())
+        logger.error("Process group init failed: %s, %s", env.label, env.describe())
         raise
     try:
         comm.create_local_process_group(env.local_world_size)
