@@ -21,6 +21,8 @@ detectron2  anything else, including a SLURM job with a single task (so that
             ``python tools/train_net.py --num-gpus 8`` in a one-task job spawns as before)
 ==========  =======================================================================
 
+The machine index is ``rank // processes per machine``, the layout detectron2's local process
+group assumes; the local rank is checked against it (``SLURM_NODEID`` is not needed).
 torchrun wins when both are set (``srun`` starting one ``torchrun`` per node). The backend is
 gloo when ``MODEL.DEVICE`` is a CPU or CUDA is unavailable, NCCL otherwise (detectron2's launch
 looks at CUDA only, so a CPU config on a GPU machine would get NCCL and fail on CPU tensors).
