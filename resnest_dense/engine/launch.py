@@ -405,7 +405,7 @@ def check_launch_args(env: DistributedEnv, args) -> None:
         f"(SLURM_NTASKS={env.world_size}), and each task is one training process, but {given} "
         f"asks detectron2's launch to start more. Use one of the two: drop {given} and start "
         "one task per GPU (srun --ntasks-per-node=<GPUs per node> python tools/train_net.py "
-        f"...), or start a single task (srun --ntasks 1, or `env -u SLURM_NTASKS` in an "
+        "...), or start a single task (srun --ntasks 1, or `env -u SLURM_NTASKS` in an "
         f"interactive allocation) that spawns the workers with {given}."
     )
 
