@@ -384,6 +384,9 @@ def test_mask_rcnn_without_masks(with_masks):
         ([2, 2, 1e12, 2, 12, 12], 6),
         ([2, 2, 7, 7, 12, 12], 7),
         ([5, 5, 5, 5, 5, 5, 5, 5], 7),
+        # Zero only when the last point closes on this polygon's first, not the next one's.
+        ([0, 0, 10, 0, 20, 0], 7),
+        ([0, 0, 20, 0, 0, 0.5], 0),
     ],
     ids=[
         "ok",
@@ -397,6 +400,8 @@ def test_mask_rcnn_without_masks(with_masks):
         "far",
         "collinear",
         "point",
+        "on-axis",
+        "sliver",
     ],
 )
 def test_polygon_problems(polygon, code):
@@ -492,6 +497,7 @@ def test_train_and_eval_ground_truth_agree(tmp_path, register, backend):
     if backend == "pycocotools":
         evaluator = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False, output_dir=None)
     else:
+        pytest.importorskip("faster_coco_eval")
         from resnest_dense.engine.evaluation import FasterCOCOEvaluator
 
         evaluator = FasterCOCOEvaluator(name, tasks=("bbox", "segm"), distributed=False)

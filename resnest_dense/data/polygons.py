@@ -17,8 +17,8 @@ The policy, applied by :func:`filter_dataset_dicts` to the training dicts and by
 3 points, an odd number of coordinates, a non-numeric, NaN or infinite coordinate, a coordinate
 more than one image size outside the image, or zero area is removed; an instance left without any
 polygon is removed entirely (its box too), as ``load_coco_json`` already does for short
-polygons. RLE masks are left alone. The checks run on all polygons at once with NumPy (about 1 s
-for a million polygons).
+polygons. RLE masks are left alone. The checks run on all polygons at once with NumPy (about 0.2 s
+for 100k polygons).
 """
 
 import logging
@@ -26,7 +26,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -179,7 +179,7 @@ class PolygonFilterReport:
 def _clean(
     segmentations: List[list],
     sizes: np.ndarray,
-    labels: List[Tuple[str, object]],
+    label: Callable[[int], Tuple[str, object]],
     report: PolygonFilterReport,
 ) -> List[Optional[list]]:
     """Valid polygons of each instance (the same list object if all are valid, None if none is).
@@ -187,7 +187,8 @@ def _clean(
     Args:
         segmentations: per instance, a list of polygons.
         sizes: ``(N, 2)`` image width / height per instance (NaN: unknown).
-        labels: per instance ``(image file, annotation id or index)``, for the report.
+        label: instance index -> ``(image file, annotation id or index)``, for the report
+            (called for the first removed polygon only).
     """
     counts = np.fromiter((len(s) for s in segmentations), np.int64, len(segmentations))
     polygons = list(chain.from_iterable(segmentations))
@@ -210,7 +211,7 @@ def _clean(
             reason = POLYGON_PROBLEMS[int(instance_codes[k])]
             reasons[reason] += 1
             if report.first is None:
-                file_name, ann = labels[instance]
+                file_name, ann = label(int(instance))
                 report.first = f"{file_name} (annotation {ann}, polygon {k}): {reason}"
     report.removed_polygons += len(bad)
     for reason, n in reasons.items():
@@ -240,7 +241,7 @@ def filter_dataset_dicts(
         (also logged as a warning when something was removed).
     """
     report = PolygonFilterReport(source)
-    where, segmentations, sizes, labels = [], [], [], []
+    where, segmentations, sizes = [], [], []
     for r, record in enumerate(dataset_dicts):
         size = (record.get("width", np.nan), record.get("height", np.nan))
         for a, ann in enumerate(record.get("annotations", ())):
@@ -249,10 +250,15 @@ def filter_dataset_dicts(
                 where.append((r, a))
                 segmentations.append(segm)
                 sizes.append(size)
-                labels.append((record.get("file_name", f"record {r}"), ann.get("id", a)))
     if not segmentations:
         return dataset_dicts, report
-    cleaned = _clean(segmentations, np.asarray(sizes, np.float64), labels, report)
+
+    def label(k: int) -> Tuple[str, object]:
+        r, a = where[k]
+        record = dataset_dicts[r]
+        return record.get("file_name", f"record {r}"), record["annotations"][a].get("id", a)
+
+    cleaned = _clean(segmentations, np.asarray(sizes, np.float64), label, report)
     if not report.removed_polygons:
         return dataset_dicts, report
     out = list(dataset_dicts)
@@ -296,7 +302,7 @@ def filter_coco_ground_truth(
     report = PolygonFilterReport(source)
     images = {img.get("id"): img for img in coco.get("images", ())}
     annotations = coco.get("annotations", [])
-    index, segmentations, sizes, labels = [], [], [], []
+    index, segmentations, sizes = [], [], []
     for i, ann in enumerate(annotations):
         segm = ann.get("segmentation")
         if _is_polygon_list(segm):
@@ -304,11 +310,16 @@ def filter_coco_ground_truth(
             index.append(i)
             segmentations.append(segm)
             sizes.append((image.get("width", np.nan), image.get("height", np.nan)))
-            file_name = image.get("file_name", f"image id {ann.get('image_id')}")
-            labels.append((os.path.join(image_root, file_name), ann.get("id", i)))
     if not segmentations:
         return report
-    cleaned = _clean(segmentations, np.asarray(sizes, np.float64), labels, report)
+
+    def label(k: int) -> Tuple[str, object]:
+        ann = annotations[index[k]]
+        image = images.get(ann.get("image_id"), {})
+        file_name = image.get("file_name", f"image id {ann.get('image_id')}")
+        return os.path.join(image_root, file_name), ann.get("id", index[k])
+
+    cleaned = _clean(segmentations, np.asarray(sizes, np.float64), label, report)
     if not report.removed_polygons:
         return report
     drop = set()

@@ -478,9 +478,14 @@ def check_num_classes(
                     "occur in the data (their scores still take part in every prediction)"
                 )
             else:
+                missing = (
+                    f"class {expected}"
+                    if len(classes) == expected + 1
+                    else f"classes {expected}..{len(classes) - 1}"
+                )
                 effect = (
-                    f"classes {expected}..{len(classes) - 1} would have no output (detectron2 "
-                    f"reads class id {expected} as background and larger ids break the loss)"
+                    f"{missing} would have no output (detectron2 reads class id {expected} as "
+                    "background and larger ids break the loss)"
                 )
             raise _error(
                 f"{key} for {_names([name])}",
@@ -802,8 +807,8 @@ def _label_range_error(
     hint = ""
     if num_classes in bad and 0 < min(bad):
         hint = (
-            " Labels 1..N with 0 = ignore (raw ADE20K layout) must be shifted to 0..N-1 with "
-            f"{ignore_value} = ignore (datasets/prepare_ade20k_sem_seg.py)."
+            " If the labels are 1..N with 0 = ignore (the raw ADE20K layout), shift them to "
+            f"0..N-1 with {ignore_value} = ignore (datasets/prepare_ade20k_sem_seg.py)."
         )
     return _error(
         f"Label file {file_name} ({where})",
@@ -849,7 +854,13 @@ def read_sem_seg_label(file_name: str) -> np.ndarray:
             "a label map that training and evaluation read alike",
             f"PIL mode {mode!r}: the evaluator reads value {label.ravel()[diff]} where the "
             f"training mapper (convert('L')) reads {train_view.ravel()[diff]}",
-            fix,
+            fix
+            + (
+                " For a palette PNG whose indices are the class ids: "
+                "Image.fromarray(np.asarray(Image.open(f))).save(f) keeps the indices."
+                if mode == "P"
+                else ""
+            ),
         )
     if orientation != 1:
         raise _error(
