@@ -204,6 +204,30 @@ def _set(path, value):
 
 
 @pytest.mark.parametrize(
+    "edit,detectron2_error",
+    [
+        (_drop("categories"), "KeyError: 'categories'"),
+        (_set(["categories"], []), "ValueError: min() arg is an empty sequence"),
+        (_drop("annotations"), None),  # loads silently: images without objects
+    ],
+    ids=["no-categories", "empty-categories", "no-annotations"],
+)
+def test_detectron2_on_incomplete_json(tmp_path, register, edit, detectron2_error):
+    """What check_dataset_source replaces (test_coco_structure has its messages)."""
+    coco = _coco_dict()
+    edit(coco)
+    name = register(tmp_path, coco, with_images=False)
+    if detectron2_error is None:
+        assert [len(d["annotations"]) for d in DatasetCatalog.get(name)] == [0, 0]
+    else:
+        with pytest.raises(Exception) as info:
+            DatasetCatalog.get(name)
+        assert f"{type(info.value).__name__}: {info.value}".startswith(detectron2_error)
+    with pytest.raises(DataCheckError, match=f"Dataset '{name}', annotation file"):
+        check_dataset_source(name)
+
+
+@pytest.mark.parametrize(
     "edit,expected,found",
     [
         (_drop("categories"), "a non-empty 'categories' list", "no 'categories' (top-level keys"),
