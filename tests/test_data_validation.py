@@ -791,7 +791,10 @@ def test_check_images_sampler(tmp_path, caplog):
         check_images(bad, ["d"])
     with caplog.at_level(logging.WARNING):
         check_images(bad, ["d"], allow_unreadable=True)
-    assert "corrupt.png" in caplog.text
+    assert "1 of 5 sampled images of dataset 'd' are unreadable" in caplog.text
+    all_bad = [dict(d, file_name=str(corrupt)) for d in dicts]
+    with pytest.raises(DataCheckError, match="4 of 4 sampled images unreadable"):
+        check_images(all_bad, ["d"], allow_unreadable=True)
     high = tmp_path / "high.png"
     _high_bit_image(str(high), "I;16")
     with pytest.raises(DataCheckError, match="PIL mode 'I;16'"):

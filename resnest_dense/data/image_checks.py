@@ -191,7 +191,7 @@ def check_images(
         dataset_names: for messages.
         sample: how many images to decode.
         allow_unreadable: log sampled images that fail to decode instead of raising (training
-            with ``DATALOADER.SKIP_CORRUPT_IMAGES``).
+            with ``DATALOADER.SKIP_CORRUPT_IMAGES``), unless none of the sample decodes.
 
     Raises:
         DataCheckError: missing files (count and first ones), an unreadable sampled image, a
@@ -208,7 +208,8 @@ def check_images(
             "entries of the annotations.",
         )
     unreadable = []
-    for i in sample_indices(len(paths), sample):
+    sampled = sample_indices(len(paths), sample)
+    for i in sampled:
         d, path = dataset_dicts[i], paths[i]
         try:
             with PathManager.open(path, "rb") as f, Image.open(f) as im:
@@ -223,22 +224,26 @@ def check_images(
         expected = (d.get("width"), d.get("height"))
         if None not in expected and tuple(expected) != tuple(decoded):
             raise _size_mismatch(path, expected, stored, decoded, orientation)
-    if unreadable and not allow_unreadable:
-        raise data_error(
-            f"Images of {describe_datasets(dataset_names)}",
-            "images PIL can decode",
-            f"{len(unreadable)} of {len(sample_indices(len(paths), sample))} sampled images "
-            f"unreadable, first {unreadable[0]}",
-            "Fix or remove these files (and their annotations). Training can skip unreadable "
-            "images with DATALOADER.SKIP_CORRUPT_IMAGES True; evaluation cannot.",
-        )
-    if unreadable:
+    if not unreadable:
+        return
+    # Skipping single bad files is allowed; a sample where no file decodes is a broken dataset.
+    if allow_unreadable and len(unreadable) < len(sampled):
         logger.warning(
-            "%d sampled image(s) of %s are unreadable and will be skipped; first: %s",
+            "%d of %d sampled images of %s are unreadable and will be skipped; first: %s",
             len(unreadable),
+            len(sampled),
             describe_datasets(dataset_names),
             unreadable[0],
         )
+        return
+    raise data_error(
+        f"Images of {describe_datasets(dataset_names)}",
+        "images PIL can decode",
+        f"{len(unreadable)} of {len(sampled)} sampled images unreadable, first {unreadable[0]}",
+        "Fix or remove these files (and their annotations). Training can skip single "
+        "unreadable images with DATALOADER.SKIP_CORRUPT_IMAGES True (not all of them); "
+        "evaluation cannot skip.",
+    )
 
 
 # --------------------------------------------------------------------------- semantic labels
