@@ -903,6 +903,17 @@ def test_all_images_unreadable(tmp_path):
     assert f"3 of 3 failed (first: {dicts[0]['file_name']}: cannot identify image file" in msg
 
 
+def test_all_unreadable_in_a_loader_worker(tmp_path):
+    """The error crosses the data-loader process boundary with its type and message."""
+    dicts = _files(tmp_path, good=0)
+    tracker = UnreadableImageTracker(dicts, ["broken_train"])
+    loader = torch.utils.data.DataLoader(
+        MapDataset(dicts, _skipping_mapper(tracker)), batch_size=None, num_workers=1
+    )
+    with pytest.raises(DataCheckError, match="Every image of dataset 'broken_train'"):
+        next(iter(loader))
+
+
 def test_some_images_unreadable_are_skipped(tmp_path):
     dicts = _files(tmp_path, good=1)
     tracker = UnreadableImageTracker(dicts, ["partly_broken"])
