@@ -475,11 +475,11 @@ BAD_POLYGONS = {
 }
 
 
-def _gt_by_image(dicts, id_map):
-    """{file name: sorted [(contiguous class, polygons)]} from dataset dicts."""
+def _gt_by_image(dicts):
+    """{file name: sorted [(contiguous class, box, polygons)]} from dataset dicts."""
     return {
         os.path.basename(d["file_name"]): sorted(
-            (a["category_id"], json.dumps(a["segmentation"])) for a in d["annotations"]
+            (a["category_id"], a["bbox"], json.dumps(a["segmentation"])) for a in d["annotations"]
         )
         for d in dicts
     }
@@ -489,7 +489,8 @@ def _gt_from_coco(coco, id_map):
     files = {img["id"]: img["file_name"] for img in coco["images"]}
     out = {name: [] for name in files.values()}
     for a in coco["annotations"]:
-        out[files[a["image_id"]]].append((id_map[a["category_id"]], json.dumps(a["segmentation"])))
+        key = (id_map[a["category_id"]], a["bbox"], json.dumps(a["segmentation"]))
+        out[files[a["image_id"]]].append(key)
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -527,11 +528,11 @@ def test_train_and_eval_ground_truth_agree(tmp_path, register, backend):
         evaluator = FasterCOCOEvaluator(name, tasks=("bbox", "segm"), distributed=False)
     report = filter_evaluator_ground_truth(evaluator)
     id_map = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id
-    expected = _gt_by_image(train, id_map)
+    expected = _gt_by_image(train)
     assert _gt_from_coco(evaluator._coco_api.dataset, id_map) == expected
     # Only the valid polygons are left, on the first, "two-points-first" and "far" images.
     assert sum(len(v) for v in expected.values()) == 3
-    assert all(p == json.dumps([SQUARE]) for v in expected.values() for _, p in v)
+    assert all(p == json.dumps([SQUARE]) for v in expected.values() for _, _, p in v)
     assert report.removed_polygons == 5 and report.removed_instances == 3
     assert evaluator._coco_api.getAnnIds() == [
         a["id"] for a in evaluator._coco_api.dataset["annotations"]
