@@ -4,12 +4,13 @@ detectron2 rasterises polygon masks with pycocotools in training (mask targets) 
 COCO evaluation (ground truth), but the two see different data: training reads the dataset dicts,
 from which ``load_coco_json`` has already dropped polygons with fewer than 3 points or an odd
 number of coordinates, while ``COCOEvaluator`` parses the raw ``json_file`` again. What
-pycocotools 2.0 does with such polygons (tried on this machine):
+pycocotools 2.0.11 does with such polygons (tried on this machine):
 
 * a first polygon of 4 coordinates is taken for a box and fails with "Argument 'bb' has incorrect
   type"; fewer than 4 coordinates: "input type is not supported";
-* a NaN or infinite coordinate never returns (rasterisation loops), nor does a coordinate of
-  1e12; 1e7 takes 1.6 s for one polygon;
+* with a NaN or infinite coordinate, or one of 1e12, ``frPyObjects`` had not returned after
+  20-60 s (one 20 x 20 polygon); 1e7 takes 1.6 s. Training rasterises mask targets with the
+  same function, so such a polygon stalls training as well as evaluation;
 * a zero-area polygon gives an empty mask, a ground truth no prediction can match.
 
 The policy, applied by :func:`filter_dataset_dicts` to the training dicts and by
