@@ -47,7 +47,6 @@ from resnest_dense.data.validation import (
     check_sem_seg_labels,
     check_sem_seg_tensor,
     explain_size_mismatch,
-    filter_evaluator_ground_truth,
     load_checked_dataset_dicts,
     validate_coco_json,
 )
@@ -512,33 +511,32 @@ def _perfect_outputs(dicts):
 
 
 @pytest.mark.timeout(120)  # NaN polygons hang pycocotools: a regression would time out
-@pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
-def test_train_and_eval_ground_truth_agree(tmp_path, register, backend):
+def test_train_and_eval_ground_truth_agree(tmp_path, register):
+    """Bad polygons: training drops them, evaluation refuses them naming the first; the JSON
+    cleaned by the same rule evaluates, equals the training dicts, and perfect predictions
+    score 100."""
     polygons = [[SQUARE]] + list(BAD_POLYGONS.values())
     coco = _coco_dict(num_images=len(polygons), polygons=polygons)
     name = register(tmp_path, coco)
     cfg = _cfg(**{"MODEL.MASK_ON": True, "MODEL.ROI_HEADS.NUM_CLASSES": 2})
     train = load_checked_dataset_dicts(cfg, [name], is_train=True, filter_empty=False)
-    if backend == "pycocotools":
-        evaluator = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False, output_dir=None)
-    else:
-        pytest.importorskip("faster_coco_eval")
-        from resnest_dense.engine.evaluation import FasterCOCOEvaluator
+    with pytest.raises(DataCheckError) as info:
+        load_checked_dataset_dicts(cfg, [name], is_train=False, filter_empty=False)
+    message = str(info.value)
+    assert f"{name}.json (dataset {name!r}): expected test ground truth" in message
+    assert "5 of 8 polygons it cannot rasterise" in message and "first: " in message
 
-        evaluator = FasterCOCOEvaluator(name, tasks=("bbox", "segm"), distributed=False)
-    report = filter_evaluator_ground_truth(evaluator)
-    id_map = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id
+    report = filter_coco_ground_truth(coco, name)
+    assert report.removed_polygons == 5 and report.removed_instances == 3
+    clean = register(tmp_path / "clean", coco)
+    DatasetCatalog.get(clean)  # detectron2's loader sets the category id map
+    evaluator = COCOEvaluator(clean, tasks=("bbox", "segm"), distributed=False, output_dir=None)
+    id_map = MetadataCatalog.get(clean).thing_dataset_id_to_contiguous_id
     expected = _gt_by_image(train)
-    assert _gt_from_coco(evaluator._coco_api.dataset, id_map) == expected
+    assert _gt_from_coco(coco, id_map) == expected
     # Only the valid polygons are left, on the first, "two-points-first" and "far" images.
     assert sum(len(v) for v in expected.values()) == 3
     assert all(p == json.dumps([SQUARE]) for v in expected.values() for _, _, p in v)
-    assert report.removed_polygons == 5 and report.removed_instances == 3
-    assert evaluator._coco_api.getAnnIds() == [
-        a["id"] for a in evaluator._coco_api.dataset["annotations"]
-    ]
-    # The filtered ground truth evaluates (unfiltered: TypeError for the two-point polygon, or
-    # a hang for NaN) and perfect predictions score 100.
     evaluator.reset()
     evaluator.process(*_perfect_outputs(train))
     results = evaluator.evaluate()
@@ -930,11 +928,13 @@ def test_check_datasets_and_loader_one_call(tmp_path, register):
     coco = _coco_dict(num_images=3, polygons=[[SQUARE], [SQUARE], BAD_POLYGONS["nan"]])
     name = register(tmp_path, coco)
     cfg = _cfg(**{"MODEL.MASK_ON": True, "MODEL.ROI_HEADS.NUM_CLASSES": 2})
-    check_datasets(cfg, [name], is_train=False)
+    with pytest.raises(DataCheckError, match="1 of 3 polygons it cannot rasterise"):
+        check_datasets(cfg, [name], is_train=False)  # as a test set: refused
+    check_datasets(cfg, [name], is_train=True)
     dicts = load_checked_dataset_dicts(cfg, [name], is_train=True)
     assert len(dicts) == 2  # the image whose only instance had a NaN polygon is filtered
     with pytest.raises(DataCheckError, match="MODEL.ROI_HEADS.NUM_CLASSES for dataset"):
-        check_datasets(_cfg(), [name], is_train=False)  # default NUM_CLASSES 80
+        check_datasets(_cfg(), [name], is_train=True)  # default NUM_CLASSES 80
     os.remove(os.path.join(MetadataCatalog.get(name).image_root, "001.png"))
     with pytest.raises(DataCheckError, match="001.png"):
         load_checked_dataset_dicts(cfg, [name], is_train=True)

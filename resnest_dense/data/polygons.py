@@ -289,8 +289,9 @@ def filter_coco_ground_truth(
 
     Annotations keep their ``area`` (as the file gives it); an annotation left without any
     polygon is deleted. A ``pycocotools.coco.COCO`` object must rebuild its index afterwards
-    (``createIndex()``), which :func:`resnest_dense.data.validation.filter_evaluator_ground_truth`
-    does.
+    (``createIndex()``). Evaluation refuses such ground truth
+    (:func:`resnest_dense.data.validation.check_evaluation_polygons`); this writes the cleaned
+    copy a user chooses to evaluate on.
 
     Args:
         coco: the COCO dict; modified in place.

@@ -15,8 +15,8 @@ Start-up (before the first iteration or the first evaluated image):
   classes (``thing_classes`` / ``stuff_classes``), category ids lie in ``[0, NUM_CLASSES)``, and
   the segmentation ``IGNORE_VALUE`` equals the dataset's ``ignore_label``.
 * :func:`check_masks`: a Mask R-CNN config (``MODEL.MASK_ON``) gets instance masks.
-* :func:`filter_dataset_dicts` (training dicts) and :func:`filter_evaluator_ground_truth` (COCO
-  evaluation ground truth): one policy for polygons pycocotools cannot rasterise.
+* :func:`filter_dataset_dicts` (training dicts: dropped) and :func:`check_evaluation_polygons`
+  (test ground truth: refused, named): one rule for polygons pycocotools cannot rasterise.
 * :func:`check_images`: every image exists; a sample decodes, is 8-bit, and has the size the
   annotations give (with EXIF orientation applied, as ``read_image`` does).
 * :func:`check_sem_seg_labels`: a sample of label files holds only ``[0, NUM_CLASSES)`` and the
@@ -31,13 +31,13 @@ explanation of ``SizeMismatchError``, label values of the mapped ``sem_seg``),
 :func:`check_image_file` (demos).
 """
 
-import contextlib
-import io
+import json
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.file_io import PathManager
 from detectron2.data.build import (
     filter_images_with_only_crowd_annotations,
     get_detection_dataset_dicts,
@@ -59,7 +59,7 @@ from .image_checks import (
     read_sem_seg_label,
     sem_seg_label_range,
 )
-from .polygons import PolygonFilterReport, filter_coco_ground_truth, filter_dataset_dicts
+from .polygons import filter_coco_ground_truth, filter_dataset_dicts
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE",
@@ -78,7 +78,7 @@ __all__ = [
     "check_sem_seg_tensor",
     "explain_size_mismatch",
     "filter_dataset_dicts",
-    "filter_evaluator_ground_truth",
+    "check_evaluation_polygons",
     "load_checked_dataset_dicts",
     "model_class_keys",
     "read_sem_seg_label",
@@ -271,35 +271,38 @@ def check_masks(cfg, dataset_names: Sequence[str], dataset_dicts: Sequence[Dict]
 # --------------------------------------------------------------------------- evaluation GT
 
 
-def filter_evaluator_ground_truth(evaluator) -> PolygonFilterReport:
-    """Apply the training polygon policy to a ``COCOEvaluator``'s ground truth.
+def check_evaluation_polygons(dataset_dicts: List[Dict], names: Sequence[str]) -> None:
+    """Refuse test ground truth holding polygons pycocotools cannot rasterise.
 
-    ``COCOEvaluator`` parses the dataset's ``json_file`` with pycocotools (or converts the
-    dataset dicts when there is none) into ``evaluator._coco_api``; this removes from it exactly
-    the polygons :func:`resnest_dense.data.polygons.filter_dataset_dicts` removes from the
-    training dicts and rebuilds the index. Works for subclasses (``FasterCOCOEvaluator``).
-
-    Args:
-        evaluator: a detectron2 ``COCOEvaluator`` (0.6 - 0.7 keep the ground truth in
-            ``_coco_api``).
-
-    Returns:
-        The report (logged when something was removed).
+    Training drops such polygons (:func:`filter_dataset_dicts`). Evaluation does not change a
+    benchmark's ground truth behind the user's back: pycocotools would fail on them (a first
+    polygon of 4 coordinates is taken for a box, NaN coordinates hang), so they are named here,
+    and :func:`resnest_dense.data.polygons.filter_coco_ground_truth` (the same rule) writes a
+    cleaned JSON when the user chooses to. The ground truth checked is what detectron2's
+    ``COCOEvaluator`` reads: the dataset's ``json_file`` when it has one, else the dicts.
     """
-    coco_api = getattr(evaluator, "_coco_api", None)
-    if coco_api is None or not isinstance(getattr(coco_api, "dataset", None), dict):
-        raise TypeError(
-            f"filter_evaluator_ground_truth needs a detectron2 COCOEvaluator (ground truth in "
-            f"._coco_api); got {type(evaluator).__name__}"
-        )
-    meta = getattr(evaluator, "_metadata", None)
-    name = getattr(meta, "name", "ground truth")
-    image_root = meta.get("image_root", "") if meta is not None else ""
-    report = filter_coco_ground_truth(coco_api.dataset, f"dataset {name!r}", image_root)
-    if report.removed_polygons:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index"
-            coco_api.createIndex()
-    return report
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        json_file = meta.get("json_file")
+        if json_file and PathManager.exists(json_file):
+            with PathManager.open(json_file) as f:
+                coco = json.load(f)
+            report = filter_coco_ground_truth(
+                coco, f"{json_file} (dataset {name!r})", meta.get("image_root", "")
+            )
+        else:
+            _, report = filter_dataset_dicts(dataset_dicts, describe_datasets([name]))
+        if report.removed_polygons:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.reasons.items()))
+            raise data_error(
+                report.source,
+                "test ground truth whose polygons pycocotools can evaluate",
+                f"{report.removed_polygons} of {report.num_polygons} polygons it cannot "
+                f"rasterise ({reasons}); first: {report.first}",
+                "Fix or remove them in the annotation file (training drops them the same way; "
+                "resnest_dense.data.polygons.filter_coco_ground_truth applies that rule to a "
+                "loaded COCO JSON), so the evaluated ground truth is the one you publish.",
+            )
 
 
 # --------------------------------------------------------------------------- one call
@@ -320,8 +323,8 @@ def check_dataset_dicts(
         dataset_names: the datasets the dicts come from.
         dataset_dicts: the loaded dicts.
         is_train: training dicts (polygons are filtered, unreadable images may be allowed by
-            ``DATALOADER.SKIP_CORRUPT_IMAGES``) or test dicts (the evaluator's ground truth is
-            filtered by :func:`filter_evaluator_ground_truth`).
+            ``DATALOADER.SKIP_CORRUPT_IMAGES``) or test dicts (polygons pycocotools cannot
+            evaluate are refused: :func:`check_evaluation_polygons`).
         sample: files decoded by the image and label samplers.
 
     Returns:
@@ -330,6 +333,8 @@ def check_dataset_dicts(
     names = list(dataset_names)
     if is_train:
         dataset_dicts, _ = filter_dataset_dicts(dataset_dicts, describe_datasets(names))
+    else:
+        check_evaluation_polygons(dataset_dicts, names)
     check_num_classes(cfg, names, dataset_dicts)
     check_masks(cfg, names, dataset_dicts)
     skip = is_train and bool(cfg.DATALOADER.get("SKIP_CORRUPT_IMAGES", False))

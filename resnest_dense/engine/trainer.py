@@ -13,11 +13,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import DatasetEvaluator
@@ -29,13 +25,8 @@ from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets
 from ..checkpoint import Checkpointer
 from ..utils.io import remove_partial_writes
 from .amp import build_amp_trainer
-from .checks import (
-    NON_FINITE_PREFIX,
-    SafeMapper,
-    check_finite_losses,
-    check_image_files,
-    non_finite_message,
-)
+from ..data.validation import CheckedMapper, UnreadableImageTracker, load_checked_dataset_dicts
+from .checks import NON_FINITE_PREFIX, SafeMapper, check_finite_losses, non_finite_message
 from .evaluation import build_evaluator
 from .history import LossHistoryHook, truncate_loss_history
 from .semseg import (
@@ -228,22 +219,27 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg: CfgNode):
         """detectron2's train loader with the image checks, the corrupt-image policy and, for
         ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream."""
-        dicts = get_detection_dataset_dicts(
+        dicts = load_checked_dataset_dicts(
+            cfg,
             cfg.DATASETS.TRAIN,
+            is_train=True,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=(
                 cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        check_image_files(dicts, cfg.DATASETS.TRAIN)
         if is_semseg_config(cfg):
             augs = build_semseg_train_augmentations(cfg)
             logger.info("Segmentation training augmentations: %s", augs)
             mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
         else:
             mapper = DatasetMapper(cfg, True)
-        mapper = SafeMapper(mapper, skip=cfg.DATALOADER.SKIP_CORRUPT_IMAGES)
+        mapper = SafeMapper(
+            CheckedMapper.from_config(cfg, mapper, cfg.DATASETS.TRAIN),
+            skip=cfg.DATALOADER.SKIP_CORRUPT_IMAGES,
+            tracker=UnreadableImageTracker(dicts, cfg.DATASETS.TRAIN),
+        )
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning(
                 "DATALOADER.SAMPLER_TRAIN %s: detectron2's sampler restarts its stream on "
@@ -265,6 +261,12 @@ class Trainer(DefaultTrainer):
         )
         loader.resumable_sampler = sampler  # read by resume_or_load
         return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        """detectron2's test loader, each image and label checked as it is read."""
+        mapper = CheckedMapper.from_config(cfg, DatasetMapper(cfg, False), [dataset_name])
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model):
