@@ -29,7 +29,7 @@ from typing import Iterator, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 from detectron2.data.detection_utils import read_image
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import MissingFileError
 
@@ -163,7 +163,11 @@ def read_image_bgr(path: str) -> np.ndarray:
     # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
     # data, SyntaxError / ValueError for some corrupt headers; decompression bombs are refused.
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UnreadableImageError(path, f"{type(e).__name__}: {e}") from e
+        if isinstance(e, UnidentifiedImageError):  # its message repeats the file object
+            reason = "UnidentifiedImageError: not an image format PIL can decode"
+        else:
+            reason = f"{type(e).__name__}: {e}"
+        raise UnreadableImageError(path, reason) from e
 
 
 class ImageStream:
