@@ -1,12 +1,16 @@
-"""Shared pieces of the demo tests: generated good and bad image files, the package's log."""
+"""Shared pieces of the demo tests: generated good and bad image files, a one-class COCO set,
+the package's log records."""
 
 import contextlib
+import json
 import logging
 import os
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import cv2
 import numpy as np
+
+from resnest_dense.data.toy_coco import generate_toy_coco
 
 
 def write_image(path, h: int = 24, w: int = 32, seed: int = 0) -> str:
@@ -64,3 +68,18 @@ def package_logs() -> Iterator[_Records]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def write_one_class_coco(root, name: str = "widget") -> Tuple[str, str]:
+    """A small toy COCO set (4 train images) whose only category is ``name``; returns the json
+    file and the image folder."""
+    generate_toy_coco(str(root), num_train=4, num_val=1, seed=0)
+    json_file = os.path.join(str(root), "annotations", "instances_train.json")
+    with open(json_file) as f:
+        coco = json.load(f)
+    coco["categories"] = [{"id": 1, "name": name, "supercategory": "thing"}]
+    for annotation in coco["annotations"]:
+        annotation["category_id"] = 1
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    return json_file, os.path.join(str(root), "train")
