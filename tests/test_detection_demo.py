@@ -116,6 +116,13 @@ def test_inputs_without_images_are_refused(demo, images, tmp_path, capsys, make,
     assert not out.exists()
 
 
+def test_output_folder_that_would_replace_inputs_is_refused(demo, images, capsys):
+    # images[0] holds a.png: its overlay would be written over it.
+    assert _run(demo, images, images[0]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert sorted(os.listdir(images[0])) == ["a.png", "b.jpg", "notes.txt"]
+
+
 def test_unreadable_images_are_skipped_and_reported(demo, tmp_path):
     folder = tmp_path / "in"
     bad = write_bad_folder(folder)

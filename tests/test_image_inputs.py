@@ -7,10 +7,11 @@ import os
 import pytest
 
 from demo_helpers import package_logs, write_bad_folder, write_image, write_truncated_jpeg
-from resnest_dense.errors import MissingFileError
+from resnest_dense.errors import MissingFileError, StartupError
 from resnest_dense.utils import (
     ImageStream,
     UnreadableImageError,
+    check_outputs,
     list_image_inputs,
     read_image_bgr,
 )
@@ -128,3 +129,25 @@ def test_stream_skips_and_counts_unreadable_images(tmp_path):
 def test_stream_of_good_images_exits_0(tmp_path):
     stream = ImageStream(list_image_inputs([write_image(tmp_path / "a.png")]))
     assert len(list(stream)) == 1 and stream.finish() == 0
+
+
+@pytest.mark.parametrize(
+    "files,out,suffixes,clash",
+    [
+        (["in/a.png"], "in", [".png"], "in/a.png"),
+        (["in/a.jpg"], "in", [".png"], None),  # a.png is not an input
+        (["in/a.jpg", "in/b.png"], "in", [".png"], "in/b.png"),
+        (["in/x.jpg", "in/x_mask.png"], "in", ["_mask.png", "_overlay.png"], "in/x_mask.png"),
+        (["in/a.png"], "out", [".png"], None),
+    ],
+)
+def test_outputs_never_replace_inputs(tmp_path, files, out, suffixes, clash):
+    for name in files:
+        write_image(tmp_path / name)
+    inputs = list_image_inputs([str(tmp_path / "in")])
+    if clash is None:
+        check_outputs(inputs, str(tmp_path / out), suffixes)
+    else:
+        with pytest.raises(StartupError, match="would overwrite the input") as e:
+            check_outputs(inputs, str(tmp_path / out), suffixes)
+        assert str(tmp_path / clash) in str(e.value)

@@ -39,7 +39,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
-from resnest_dense.utils import ImageStream, list_image_inputs
+from resnest_dense.utils import ImageStream, check_outputs, list_image_inputs
 
 logger = logging.getLogger("resnest_dense.demo")
 
@@ -67,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logger(name="fvcore")
     try:
         inputs = list_image_inputs(args.input)
+        check_outputs(inputs, args.output, [".png"])
         cfg = load_config(
             args.config_file,
             args.opts,

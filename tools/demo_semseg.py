@@ -44,9 +44,12 @@ from tqdm import tqdm
 from resnest_dense.data.ade20k import palette_for
 from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
 from resnest_dense.errors import MissingFileError
-from resnest_dense.utils import ImageInput, ImageStream, list_image_inputs
+from resnest_dense.utils import ImageInput, ImageStream, check_outputs, list_image_inputs
 
 logger = logging.getLogger("resnest_dense.demo_semseg")
+
+# The files written for an input image NAME.
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_legend.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -191,6 +194,7 @@ def main(argv=None) -> int:
     setup_logger(name="resnest_dense")
     try:
         inputs = list_image_inputs(args.input) if args.input else []
+        check_outputs(inputs, args.output, OUTPUT_SUFFIXES)
         if args.video_input and not os.path.isfile(args.video_input):
             raise MissingFileError(f"--video-input {args.video_input!r} does not exist.")
         cfg = load_config(

@@ -5,6 +5,7 @@ from .image_inputs import (
     ImageInput,
     ImageStream,
     UnreadableImageError,
+    check_outputs,
     list_image_inputs,
     read_image_bgr,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "ImageInput",
     "ImageStream",
     "UnreadableImageError",
+    "check_outputs",
     "fold_batch_norms",
     "list_image_inputs",
     "optimize_for_inference",

@@ -16,6 +16,7 @@ hold for both:
   ``x.png``; compared case-insensitively, as on macOS / Windows file systems), the first in
   input order keeps it and the next ones get ``x-2``, ``x-3``, ... (skipping stems another input
   already has), so no output overwrites another. Each renamed input is logged.
+  :func:`check_outputs` refuses an ``--output`` folder where an output would replace an input.
 * **Reading.** Images are read as detectron2 reads training images (``read_image``: EXIF
   orientation applied, BGR). A file that cannot be decoded (not an image, truncated,
   unreadable) is skipped with one warning naming it and the reason; the others are processed
@@ -31,13 +32,14 @@ import numpy as np
 from detectron2.data.detection_utils import read_image
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import MissingFileError
+from ..errors import MissingFileError, StartupError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageInput",
     "ImageStream",
     "UnreadableImageError",
+    "check_outputs",
     "list_image_inputs",
     "read_image_bgr",
 ]
@@ -150,6 +152,28 @@ def list_image_inputs(inputs: Sequence[str]) -> List[ImageInput]:
         used.add(unique.casefold())
         result.append(ImageInput(path, unique))
     return result
+
+
+def check_outputs(inputs: Sequence[ImageInput], output_dir: str, suffixes: Sequence[str]) -> None:
+    """Refuse to write an output over an input (``--output`` is an input folder).
+
+    Args:
+        inputs: from :func:`list_image_inputs`.
+        output_dir: the demo's ``--output``.
+        suffixes: what the demo appends to a stem, e.g. ``[".png"]``.
+
+    Raises:
+        StartupError: naming the first input that would be overwritten.
+    """
+    sources = {os.path.realpath(i.path): i.path for i in inputs}
+    for item in inputs:
+        for suffix in suffixes:
+            target = os.path.realpath(os.path.join(output_dir, item.stem + suffix))
+            if target in sources:
+                raise StartupError(
+                    f"--output {output_dir!r}: the output of {item.path} would overwrite the input "
+                    f"{sources[target]}. Choose an --output folder that holds no input image."
+                )
 
 
 def read_image_bgr(path: str) -> np.ndarray:
