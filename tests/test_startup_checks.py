@@ -51,7 +51,7 @@ def test_unregistered_dataset_and_missing_weights(tmp_path):
         with pytest.raises(StartupError) as info:
             validate(cfg, "train", world_size=1)
         msg = str(info.value)
-        assert "Dataset 'mytoy_trian_for_check' (in DATASETS.TRAIN) is not registered" in msg
+        assert "Dataset 'mytoy_trian_for_check' is not registered (named in DATASETS.TRAIN)" in msg
         assert "mytoy_train_for_check" in msg  # suggested
         assert f"MODEL.WEIGHTS='{tmp_path / 'nope.pth'}': no such file" in msg
     finally:

@@ -161,9 +161,12 @@ class Checkpointer(DetectionCheckpointer):
         finally:
             self._strict = self._resuming = False
 
-    def _torch_load(self, f: str) -> Dict[str, Any]:
+    # _load_file and _load_model are fvcore's hooks for subclasses (detectron2's own
+    # DetectionCheckpointer overrides both).
+
+    def _load_file(self, f: str) -> Dict[str, Any]:
         try:
-            return super()._torch_load(f)
+            return super()._load_file(f)
         except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
             raise CheckpointReadError(self._unreadable_message(f, e)) from e
 

@@ -155,7 +155,7 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     examples = sorted(n for n in registered if n.startswith(("toy_", "coco_2017")))
     hint = f" Similar registered names: {', '.join(close[:8])}." if close else ""
     return (
-        f"Dataset {name!r} (in DATASETS.{key}) is not registered.{hint} Registered names "
+        f"Dataset {name!r} is not registered (named in DATASETS.{key}).{hint} Registered names "
         f"include: {', '.join(examples[:8])}, ... ({len(registered)} in total). Register your "
         "own COCO-format data with DATASETS.COCO_FORMAT [[name, json_file, image_root]] (see "
         "docs/detection.md)."
