@@ -151,3 +151,17 @@ def test_outputs_never_replace_inputs(tmp_path, files, out, suffixes, clash):
         with pytest.raises(StartupError, match="would overwrite the input") as e:
             check_outputs(inputs, str(tmp_path / out), suffixes)
         assert str(tmp_path / clash) in str(e.value)
+
+
+def test_progress_counts_skipped_files(tmp_path):
+    write_bad_folder(tmp_path / "in")
+    seen = []
+
+    def progress(items):
+        for item in items:
+            seen.append(item.stem)
+            yield item
+
+    stream = ImageStream(list_image_inputs([str(tmp_path / "in")]), progress=progress)
+    assert [item.stem for item, _ in stream] == ["a", "d"]
+    assert seen == ["a", "b", "c", "d"]

@@ -82,8 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"Refusing to run: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)
-    images = ImageStream(inputs)
-    for item, image in tqdm.tqdm(images, total=len(images), desc="demo", unit="image"):
+    images = ImageStream(inputs, progress=lambda items: tqdm.tqdm(items, desc="demo", unit="image"))
+    for item, image in images:
         with torch.no_grad():
             predictions = predictor(image)
         instances = predictions["instances"].to("cpu")

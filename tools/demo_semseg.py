@@ -144,8 +144,8 @@ class SemSegDemo:
 def run_images(demo: SemSegDemo, inputs: Sequence[ImageInput], out_dir: str) -> int:
     """Write mask, overlay and legend of every readable input; return the exit code (0, or 1
     when unreadable files were skipped)."""
-    images = ImageStream(inputs)
-    for item, image in tqdm(images, total=len(images), desc="images", unit="img"):
+    images = ImageStream(inputs, progress=lambda items: tqdm(items, desc="images", unit="img"))
+    for item, image in images:
         labels = demo.predict(image)
         views = demo.render(image, labels)
         stem = os.path.join(out_dir, item.stem)

@@ -26,7 +26,7 @@ hold for both:
 import glob
 import logging
 import os
-from typing import Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data.detection_utils import read_image
@@ -199,20 +199,28 @@ class ImageStream:
 
     Args:
         inputs: from :func:`list_image_inputs`.
+        progress: wraps the iteration over the inputs, e.g. ``tqdm`` (a progress bar that also
+            counts the skipped files).
 
     Attributes:
         skipped: ``(path, reason)`` of every input that could not be read so far.
     """
 
-    def __init__(self, inputs: Sequence[ImageInput]):
+    def __init__(
+        self,
+        inputs: Sequence[ImageInput],
+        progress: Optional[Callable[[Iterable[ImageInput]], Iterable[ImageInput]]] = None,
+    ):
         self.inputs = list(inputs)
+        self.progress = progress
         self.skipped: List[Tuple[str, str]] = []
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def __iter__(self) -> Iterator[Tuple[ImageInput, np.ndarray]]:
-        for item in self.inputs:
+        inputs = self.progress(self.inputs) if self.progress is not None else self.inputs
+        for item in inputs:
             try:
                 image = read_image_bgr(item.path)
             except UnreadableImageError as e:
