@@ -16,11 +16,12 @@ import os
 
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, hooks
 
 from detection_helpers import CONFIGS, REPO, RESNEST_CONFIGS, TINY
 from resnest_dense.checkpoint import Checkpointer
 from resnest_dense.engine import Trainer, load_config
+from resnest_dense.engine.history import LossHistoryHook
 
 # sha256 prefixes of the sources in detectron2 0.7.2 (sal-detectron2 wheel).
 MIRRORED = {
@@ -50,7 +51,10 @@ def test_trainer_holds_what_default_trainer_holds(tmp_path):
     assert isinstance(ours.checkpointer, Checkpointer)
     assert isinstance(theirs.checkpointer, DetectionCheckpointer)
     assert set(ours.checkpointer.checkpointables) == set(theirs.checkpointer.checkpointables)
-    assert [type(h) for h in ours._hooks] == [type(h) for h in theirs._hooks]
+    # detectron2's hooks, plus the loss record just before the checkpoint hook.
+    expected = [type(h) for h in theirs._hooks]
+    expected.insert(expected.index(hooks.PeriodicCheckpointer), LossHistoryHook)
+    assert [type(h) for h in ours._hooks] == expected
     assert type(ours.scheduler) is type(theirs.scheduler)
     assert (ours.start_iter, ours.max_iter) == (theirs.start_iter, theirs.max_iter)
     assert [n for n, _ in ours.model.named_parameters()] == [

@@ -11,7 +11,6 @@
 """
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import torch.distributed as dist
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.engine.launch import _find_free_port
-from detectron2.utils import comm
 
 from detection_helpers import REPO, RESNEST_CONFIGS, TINY, TOY_PREFIX, register_test_toy_set
 from resnest_dense.engine import launch as launch_module

@@ -40,6 +40,7 @@ from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get
 from .amp import amp_dtype
 
 __all__ = [
+    "NON_FINITE_PREFIX",
     "PURPOSES",
     "SETUP_ERRORS",
     "StartupError",
@@ -50,6 +51,7 @@ __all__ = [
     "check_image_files",
     "check_training_setup",
     "check_weights",
+    "non_finite_message",
     "MissingFileError",
     "UnregisteredDatasetError",
     "resolve_device",
@@ -363,6 +365,20 @@ class SafeMapper:
             return None
 
 
+NON_FINITE_PREFIX = "Non-finite"
+
+
+def non_finite_message(iteration: int, what: str, kind: str = "values") -> str:
+    """The one message of a diverged run: iteration, what was found, what is intact, fixes."""
+    return (
+        f"{NON_FINITE_PREFIX} {kind} at iteration {iteration}: {what}. Training stopped before "
+        "the optimizer step; the last checkpoint written before this iteration is intact (no "
+        "checkpoint with non-finite weights is ever written). Lower SOLVER.BASE_LR, add warm-up "
+        "(SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or check the "
+        "annotations of this batch."
+    )
+
+
 def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
     """Raise ``FloatingPointError`` naming the iteration and every non-finite loss term.
 
@@ -377,9 +393,5 @@ def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
         terms = [k for k, flag in zip(names, bad.tolist()) if flag]
         values = {k: float(loss_dict[k].detach()) for k in terms}
         raise FloatingPointError(
-            f"Non-finite loss at iteration {iteration}: {', '.join(terms)} "
-            f"(this process: {values}). Training stopped before the optimizer step; the last "
-            "checkpoint written before this iteration is intact. Lower SOLVER.BASE_LR, add "
-            "warm-up (SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or "
-            "check the annotations of this batch."
+            non_finite_message(iteration, f"{', '.join(terms)} (this process: {values})", "loss")
         )

@@ -18,7 +18,7 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -29,10 +29,16 @@ from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets
 from ..checkpoint import Checkpointer
 from ..utils.io import remove_partial_writes
 from .amp import build_amp_trainer
-from .checks import SafeMapper, check_finite_losses, check_image_files
+from .checks import (
+    NON_FINITE_PREFIX,
+    SafeMapper,
+    check_finite_losses,
+    check_image_files,
+    non_finite_message,
+)
 from .class_names import checkpoint_metadata
 from .evaluation import build_evaluator
-from .history import LossHistoryWriter, truncate_loss_history
+from .history import LossHistoryHook, truncate_loss_history
 from .semseg import (
     build_semseg_lr_scheduler,
     build_semseg_optimizer,
@@ -159,8 +165,16 @@ class Trainer(DefaultTrainer):
             model.register_forward_hook(_finite_loss_hook)
         return model
 
-    def build_writers(self):
-        return super().build_writers() + [LossHistoryWriter(self._loss_history_path())]
+    def build_hooks(self):
+        """detectron2's hooks, with the loss record written before the checkpoint hook."""
+        built = super().build_hooks()
+        if comm.is_main_process():
+            at = next(
+                (i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicCheckpointer)),
+                len(built),
+            )
+            built.insert(at, LossHistoryHook(self._loss_history_path()))
+        return built
 
     def resume_or_load(self, resume: bool = True) -> None:
         """detectron2's resume-or-load, then: every worker resumed at the same iteration, the
@@ -198,10 +212,14 @@ class Trainer(DefaultTrainer):
     def run_step(self) -> None:
         try:
             super().run_step()
-        except FloatingPointError:
+        except FloatingPointError as e:
             # The after_train hooks still run: write no checkpoint of this state.
             self.checkpointer.save_to_disk = False
-            raise
+            if str(e).startswith(NON_FINITE_PREFIX):
+                raise
+            # detectron2's own checks (e.g. "Predicted boxes or scores contain Inf/NaN. Training
+            # has diverged." in the RPN) fire inside the forward, before the loss check.
+            raise FloatingPointError(non_finite_message(self.iter, str(e))) from e
 
     @classmethod
     def build_evaluator(
