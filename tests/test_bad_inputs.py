@@ -251,3 +251,23 @@ def test_saved_config_of_a_fork_yaml_describes_the_built_network(tmp_path, caplo
     assert hasattr(model.backbone.bottom_up.stem, "conv1_3")  # the deep stem was built
     log = (out / "log.txt").read_text()
     assert "a config written for the detectron2-ResNeSt fork" in log
+
+
+@pytest.mark.parametrize("purpose", ["train", "demo"])
+def test_coco_format_data_missing(tmp_path, caplog, purpose):
+    """Training needs the data (named error); a demo does not (class names come from the
+    checkpoint), so the config of a run trained on data that is not on this machine works."""
+    entry = [["gone_train", str(tmp_path / "train.json"), str(tmp_path / "images")]]
+    opts = [*TINY, "DATASETS.COCO_FORMAT", entry, "DATASETS.TRAIN", ("gone_train",)]
+    opts += ["DATASETS.TEST", ("gone_train",)]
+    config = os.path.join(CONFIGS, CONFIG)
+    if purpose == "train":
+        with pytest.raises(FileNotFoundError) as info:
+            load_config(config, opts)
+        assert "annotation file" in str(info.value) and "train.json" in str(info.value)
+        assert isinstance(info.value, StartupError)
+    else:
+        caplog.set_level(logging.WARNING, logger="resnest_dense")
+        cfg = load_config(config, opts, purpose="demo", allow_random_weights=True)
+        assert cfg.DATASETS.TEST == ("gone_train",)
+        assert "of dataset 'gone_train' do(es) not exist; not registered" in caplog.text

@@ -82,12 +82,23 @@ class Checkpointer(DetectionCheckpointer):
     Args:
         model, save_dir, save_to_disk, **checkpointables: as for ``DetectionCheckpointer``.
 
+        extra_data: written into every checkpoint this object saves (e.g. the class names of
+            the training data, :func:`resnest_dense.engine.class_names.checkpoint_metadata`).
+
     Attributes:
         last_report: the :class:`LoadReport` of the latest load (None before any load).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        extra_data: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ):
         super().__init__(model, save_dir, **kwargs)
+        self.extra_data: Dict[str, Any] = dict(extra_data or {})
         self.last_report: Optional[LoadReport] = None
         self._strict = False
         self._resuming = False
@@ -99,6 +110,7 @@ class Checkpointer(DetectionCheckpointer):
         return "://" not in str(self.save_dir)
 
     def save(self, name: str, **kwargs: Any) -> None:
+        kwargs = {**self.extra_data, **kwargs}
         if not self.save_dir or not self.save_to_disk or not self._local():
             return super().save(name, **kwargs)
         data = {"model": self.model.state_dict()}

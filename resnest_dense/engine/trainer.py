@@ -27,6 +27,7 @@ from ..utils.io import remove_partial_writes
 from .amp import build_amp_trainer
 from ..data.validation import CheckedMapper, UnreadableImageTracker, load_checked_dataset_dicts
 from .checks import NON_FINITE_PREFIX, SafeMapper, check_finite_losses, non_finite_message
+from .class_names import checkpoint_metadata
 from .evaluation import build_evaluator
 from .history import LossHistoryHook, truncate_loss_history
 from .semseg import (
@@ -103,6 +104,8 @@ class Trainer(DefaultTrainer):
 
     * CPU multi-process training (gloo): DDP without device ids;
     * atomic checkpoints (:class:`AtomicDetectionCheckpointer`);
+    * the class names of the training data in every checkpoint (read by the demos,
+      :mod:`resnest_dense.engine.class_names`);
     * a train loader whose batches and augmentations are a function of the iteration
       (:mod:`resnest_dense.engine.train_data`), so ``--resume`` continues the same stream and the
       global batch does not depend on the number of processes;
@@ -136,6 +139,8 @@ class Trainer(DefaultTrainer):
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # Class names travel with the model (the demos read them); the data were loaded above.
+        self.checkpointer.extra_data = checkpoint_metadata(cfg)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
