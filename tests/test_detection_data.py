@@ -4,7 +4,6 @@ import json
 import multiprocessing
 import os
 
-import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
