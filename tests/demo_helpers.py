@@ -83,3 +83,13 @@ def write_one_class_coco(root, name: str = "widget") -> Tuple[str, str]:
     with open(json_file, "w") as f:
         json.dump(coco, f)
     return json_file, os.path.join(str(root), "train")
+
+
+# Inputs both demos refuse before building a model: (make it under tmp_path, --input, message).
+BAD_INPUTS = [
+    (lambda d: None, "nope.jpg", "does not exist"),
+    (lambda d: (d / "empty").mkdir(), "empty", "holds no images"),
+    (lambda d: (d / "t").mkdir() or (d / "t" / "a.txt").write_text("x"), "t", "no images"),
+    (lambda d: None, "nothing*.png", "matches no image"),
+]
+BAD_INPUT_IDS = ["missing-file", "empty-folder", "folder-without-images", "pattern"]

@@ -14,7 +14,14 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from demo_helpers import package_logs, write_bad_folder, write_image, write_one_class_coco
+from demo_helpers import (
+    BAD_INPUT_IDS,
+    BAD_INPUTS,
+    package_logs,
+    write_bad_folder,
+    write_image,
+    write_one_class_coco,
+)
 from detection_helpers import (
     CONFIGS,
     REPO,
@@ -98,13 +105,8 @@ def _run(demo, inputs, out, *opts, weights=None):
 
 @pytest.mark.parametrize(
     "make,item,message",
-    [
-        (lambda d: None, "nope.jpg", "does not exist"),
-        (lambda d: (d / "empty").mkdir(), "empty", "holds no images"),
-        (lambda d: (d / "t").mkdir() or (d / "t" / "a.txt").write_text("x"), "t", "no images"),
-        (lambda d: None, "nothing*.png", "matches no image"),
-    ],
-    ids=["missing-file", "empty-folder", "folder-without-images", "pattern"],
+    BAD_INPUTS,
+    ids=BAD_INPUT_IDS,
 )
 def test_inputs_without_images_are_refused(demo, images, tmp_path, capsys, make, item, message):
     make(tmp_path)

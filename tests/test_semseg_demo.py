@@ -11,7 +11,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from demo_helpers import package_logs, write_bad_folder, write_image
+from demo_helpers import BAD_INPUT_IDS, BAD_INPUTS, package_logs, write_bad_folder, write_image
 from detection_helpers import load_tool, train_net_args
 from resnest_dense.engine.class_names import CHECKPOINT_KEY
 from segmentation_helpers import TOY_YAML
@@ -67,13 +67,8 @@ def test_outputs_never_overwrite_each_other(demo, tmp_path):
 
 @pytest.mark.parametrize(
     "make,item,message",
-    [
-        (lambda d: None, "nope.jpg", "does not exist"),
-        (lambda d: (d / "empty").mkdir(), "empty", "holds no images"),
-        (lambda d: (d / "t").mkdir() or (d / "t" / "a.txt").write_text("x"), "t", "no images"),
-        (lambda d: None, "nothing*.jpg", "matches no image"),
-    ],
-    ids=["missing-file", "empty-folder", "folder-without-images", "pattern"],
+    BAD_INPUTS,
+    ids=BAD_INPUT_IDS,
 )
 def test_inputs_without_images_are_refused(demo, tmp_path, capsys, make, item, message):
     make(tmp_path)
