@@ -18,6 +18,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils.file_io import PathManager
 
 from .check_errors import DataCheckError, data_error
+from .polygons import filter_coco_ground_truth, refuse_unevaluable_ground_truth
 
 __all__ = ["check_dataset_source", "validate_coco_json"]
 
@@ -282,6 +283,9 @@ def check_dataset_source(dataset_name: str, *, for_evaluation: bool = False) -> 
     Datasets without a ``json_file`` (semantic segmentation, dicts from code) pass; so does a
     generated toy set whose file is written on first load.
 
+    With ``for_evaluation`` the file is also the evaluator's ground truth: polygons pycocotools
+    cannot evaluate are refused (:func:`~.polygons.refuse_unevaluable_ground_truth`).
+
     Raises:
         DataCheckError: see :func:`validate_coco_json`.
     """
@@ -291,4 +295,10 @@ def check_dataset_source(dataset_name: str, *, for_evaluation: bool = False) -> 
         return
     if meta.get("toy_coco_generate_kwargs") and not PathManager.exists(json_file):
         return
-    validate_coco_json(json_file, dataset_name, for_evaluation=for_evaluation)
+    coco = validate_coco_json(json_file, dataset_name, for_evaluation=for_evaluation)
+    if for_evaluation:
+        # What detectron2's COCOEvaluator reads as ground truth: this file.
+        report = filter_coco_ground_truth(
+            coco, f"{json_file} (dataset {dataset_name!r})", meta.get("image_root", "")
+        )
+        refuse_unevaluable_ground_truth(report)

@@ -31,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .check_errors import data_error
+
 __all__ = [
     "POLYGON_PROBLEMS",
     "PolygonFilterReport",
@@ -334,3 +336,25 @@ def filter_coco_ground_truth(
         coco["annotations"] = [a for i, a in enumerate(annotations) if i not in drop]
     logger.warning(report.message("evaluation ground truth"))
     return report
+
+
+def refuse_unevaluable_ground_truth(report: PolygonFilterReport) -> None:
+    """Raise when test ground truth holds polygons the filter would remove.
+
+    Training drops such polygons. Evaluation does not change a benchmark's ground truth behind
+    the user's back: pycocotools would fail on them (a first polygon of 4 coordinates is taken
+    for a box, NaN coordinates hang), so they are named, and :func:`filter_coco_ground_truth`
+    (the same rule) writes the cleaned copy a user chooses to evaluate on.
+    """
+    if not report.removed_polygons:
+        return
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.reasons.items()))
+    raise data_error(
+        report.source,
+        "test ground truth whose polygons pycocotools can evaluate",
+        f"{report.removed_polygons} of {report.num_polygons} polygons it cannot rasterise "
+        f"({reasons}); first: {report.first}",
+        "Fix or remove them in the annotation file (training drops them the same way; "
+        "resnest_dense.data.polygons.filter_coco_ground_truth applies that rule to a loaded COCO "
+        "JSON), so the evaluated ground truth is the one you publish.",
+    )

@@ -31,13 +31,11 @@ explanation of ``SizeMismatchError``, label values of the mapped ``sem_seg``),
 :func:`check_image_file` (demos).
 """
 
-import json
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.file_io import PathManager
 from detectron2.data.build import (
     filter_images_with_only_crowd_annotations,
     get_detection_dataset_dicts,
@@ -59,7 +57,7 @@ from .image_checks import (
     read_sem_seg_label,
     sem_seg_label_range,
 )
-from .polygons import filter_coco_ground_truth, filter_dataset_dicts
+from .polygons import filter_dataset_dicts, refuse_unevaluable_ground_truth
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE",
@@ -272,37 +270,15 @@ def check_masks(cfg, dataset_names: Sequence[str], dataset_dicts: Sequence[Dict]
 
 
 def check_evaluation_polygons(dataset_dicts: List[Dict], names: Sequence[str]) -> None:
-    """Refuse test ground truth holding polygons pycocotools cannot rasterise.
-
-    Training drops such polygons (:func:`filter_dataset_dicts`). Evaluation does not change a
-    benchmark's ground truth behind the user's back: pycocotools would fail on them (a first
-    polygon of 4 coordinates is taken for a box, NaN coordinates hang), so they are named here,
-    and :func:`resnest_dense.data.polygons.filter_coco_ground_truth` (the same rule) writes a
-    cleaned JSON when the user chooses to. The ground truth checked is what detectron2's
-    ``COCOEvaluator`` reads: the dataset's ``json_file`` when it has one, else the dicts.
+    """Refuse test ground truth holding polygons pycocotools cannot rasterise
+    (:func:`~.polygons.refuse_unevaluable_ground_truth`), for datasets whose evaluator builds its
+    ground truth from the dicts. A dataset with a ``json_file`` is checked on that file, which is
+    what detectron2's ``COCOEvaluator`` reads (:func:`check_dataset_source`).
     """
-    for name in names:
-        meta = MetadataCatalog.get(name)
-        json_file = meta.get("json_file")
-        if json_file and PathManager.exists(json_file):
-            with PathManager.open(json_file) as f:
-                coco = json.load(f)
-            report = filter_coco_ground_truth(
-                coco, f"{json_file} (dataset {name!r})", meta.get("image_root", "")
-            )
-        else:
-            _, report = filter_dataset_dicts(dataset_dicts, describe_datasets([name]))
-        if report.removed_polygons:
-            reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.reasons.items()))
-            raise data_error(
-                report.source,
-                "test ground truth whose polygons pycocotools can evaluate",
-                f"{report.removed_polygons} of {report.num_polygons} polygons it cannot "
-                f"rasterise ({reasons}); first: {report.first}",
-                "Fix or remove them in the annotation file (training drops them the same way; "
-                "resnest_dense.data.polygons.filter_coco_ground_truth applies that rule to a "
-                "loaded COCO JSON), so the evaluated ground truth is the one you publish.",
-            )
+    if all(MetadataCatalog.get(n).get("json_file") for n in names):
+        return
+    _, report = filter_dataset_dicts(dataset_dicts, describe_datasets(list(names)))
+    refuse_unevaluable_ground_truth(report)
 
 
 # --------------------------------------------------------------------------- one call
