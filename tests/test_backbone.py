@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm, ShapeSpec
 from detectron2.modeling import build_backbone
 
 from resnest_dense import add_resnest_config, resolve_fork_backbone_name
@@ -144,6 +144,11 @@ def test_freeze_at(freeze_at):
 def test_norms_train_step(norm):
     cfg = _cfg("resnest14d", **{"MODEL.RESNETS.NORM": norm, "MODEL.BACKBONE.FREEZE_AT": 0})
     model = build_backbone(cfg).train()
+    # The configured norm is the one built, in the bottleneck and inside split attention.
+    want = {"FrozenBN": FrozenBatchNorm2d, "BN": torch.nn.BatchNorm2d, "GN": torch.nn.GroupNorm,
+            "SyncBN": torch.nn.SyncBatchNorm, "naiveSyncBN": NaiveSyncBatchNorm}[norm]  # fmt: skip
+    block = model.res3[0]
+    assert type(block.conv1.norm) is want and type(block.conv2.bn0) is want
     out = model(torch.randn(2, 3, 64, 64))
     loss = sum(v.float().pow(2).mean() for v in out.values())
     loss.backward()

@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog
 
 from detection_helpers import CONFIGS, TOY_PREFIX, train_net_args
 from resnest_dense.engine import Trainer, load_config
+from resnest_dense.layers import SplitAttentionConv2d
 
 ALL_CONFIGS = sorted(
     os.path.relpath(p, CONFIGS)
@@ -50,8 +51,18 @@ def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
             assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
             assert len(model.roi_heads.box_predictor) == 3
         if "_ResNeSt_" in config:
-            assert hasattr(model.backbone.bottom_up.res2[0], "conv2")
             assert cfg.MODEL.WEIGHTS.startswith("resnest://resnest")
+    # Split attention with radix 2 in every bottleneck of a ResNeSt (S) config, none in a ResNet
+    # baseline (a plain ResNet's blocks also have a conv2, so the module type is checked).
+    bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
+    blocks = [b for i in range(2, 6) for b in getattr(bottom_up, f"res{i}")]
+    name = os.path.basename(config)
+    if "_R_" in name:
+        assert not any(isinstance(m, SplitAttentionConv2d) for m in bottom_up.modules()), config
+    elif "_ResNeSt_" in name or "_S_" in name or "_S14_" in name:
+        assert all(
+            isinstance(b.conv2, SplitAttentionConv2d) and b.conv2.radix == 2 for b in blocks
+        ), config
 
 
 def _paper_recipe_configs():
