@@ -97,16 +97,26 @@ def test_multiscale_flip_and_sliding_window():
         flipped = model([image])[0]["sem_seg"]
         model.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
         multi = model([image])[0]["sem_seg"]
+        others = []
+        for scale in (0.5, 0.75, 1.25, 1.5, 1.75):
+            model.scales = (scale,)
+            others.append(model([image])[0]["sem_seg"])
         # Windows of 48 px at a step of 32 cover the 100-px-long image: 2 x 3 windows.
         model.scales, model.flip, model.base_size, model.crop_size = (1.0,), False, 100, 48
         calls = []
         handle = model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
         tiled = model([image])[0]["sem_seg"]
         handle.remove()
+        # The top-left 32 x 32 pixels are covered by the first window only.
+        model.base_size, model.crop_size = 0, 0
+        corner = model([{"image": image["image"][:, :48, :48]}])[0]["sem_seg"]
     torch.testing.assert_close(flipped, single + mirrored, rtol=1e-4, atol=1e-4)
     assert multi.shape == tiled.shape == (4, 72, 100)
     assert torch.isfinite(multi).all() and torch.isfinite(tiled).all()
+    # Multi-scale logits are the sum of each scale's logits resized to the image.
+    torch.testing.assert_close(multi, flipped + sum(others), rtol=1e-4, atol=1e-4)
     assert len(calls) == 6 and all(tuple(s[-2:]) == (48, 48) for s in calls)
+    torch.testing.assert_close(tiled[:, :32, :32], corner[:, :32, :32], rtol=1e-4, atol=1e-4)
 
 
 def test_window_as_large_as_the_image_equals_whole_image():
