@@ -116,6 +116,10 @@ def test_evaluator_with_no_predictions_returns_a_dict(tmp_path):
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": empty}])
     results = evaluator.evaluate()
     assert set(results) == {"bbox", "segm"} and "AP" in results["bbox"]
+    # No prediction at all: every metric is NaN (not 0, which would read as "evaluated, missed").
+    for task in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75"} <= set(results[task])
+        assert all(np.isnan(v) for v in results[task].values()), results[task]
     assert coco_eval_backend() in ("pycocotools", "faster-coco-eval")
 
 

@@ -122,6 +122,13 @@ def test_batches_with_images_without_annotations(family, empty_only):
         loss_dict = model(batch)
         sum(loss_dict.values()).backward()
     assert all(torch.isfinite(v) for v in loss_dict.values()), loss_dict
+    # Box regression and mask losses come from objects only: exactly zero without any, positive
+    # when one image has objects (ground-truth boxes are added to the proposals); background
+    # classification is learned either way.
+    foreground = [k for k in loss_dict if "box_reg" in k or k in ("loss_mask", "loss_rpn_loc")]
+    assert len(foreground) == (2 if family == "mask" else 4) + 1, sorted(loss_dict)
+    for k, v in loss_dict.items():
+        assert (float(v) == 0.0) == (empty_only and k in foreground), (k, v)
 
 
 def test_eval_with_zero_predictions(train_net, tmp_path):

@@ -27,9 +27,11 @@ def test_checkpointed_step_equals_plain(norm, dropblock):
     assert all(b.grad_checkpoint for s in (ckpt.res2, ckpt.res5) for b in s)
 
     x = torch.randn(2, 3, 96, 96)
-    results = []
+    results, calls = [], []
     for model in (plain, ckpt):
         torch.manual_seed(7)  # same DropBlock masks in both runs
+        calls.append([])
+        model.res3[0].conv1.register_forward_hook(lambda *_, c=calls[-1]: c.append(1))
         out = model(x)
         loss = sum(
             (v * torch.linspace(-1, 1, v.shape[1]).view(1, -1, 1, 1)).mean() for v in out.values()
@@ -38,6 +40,8 @@ def test_checkpointed_step_equals_plain(norm, dropblock):
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         results.append((loss.detach(), grads, copy.deepcopy(model.state_dict())))
     (loss_a, grads_a, state_a), (loss_b, grads_b, state_b) = results
+    # The checkpointed block ran its forward again during backward; the plain one did not.
+    assert [len(c) for c in calls] == [1, 2]
     torch.testing.assert_close(loss_b, loss_a)
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -51,5 +55,10 @@ def test_no_checkpoint_in_eval():
     cfg.merge_from_list(variant_opts("resnest14d") + ["MODEL.RESNETS.GRAD_CHECKPOINT", True])
     cfg.MODEL.BACKBONE.NAME = "build_resnest_backbone"
     model = build_backbone(cfg).eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 64, 64))["res4"].shape == (1, 1024, 4, 4)
+    calls = []
+    model.res3[0].conv1.register_forward_hook(lambda *_: calls.append(1))
+    # With gradients enabled (as in a validation loss), eval mode still runs each block once.
+    out = model(torch.randn(1, 3, 64, 64))
+    assert out["res4"].shape == (1, 1024, 4, 4)
+    out["res4"].sum().backward()
+    assert len(calls) == 1

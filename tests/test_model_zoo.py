@@ -432,7 +432,16 @@ def test_convert_encoding_tool_checks_against_config(toy_registry, tmp_path, cap
     torch.save(toy_registry["seg"], src)
     out = tmp_path / "out.pth"
     assert tool.main([str(src), str(out), "--config", TOY_SEG]) == 0
-    assert set(torch.load(out)["model"]) >= {"sem_seg_head.aspp.b4.gap.1.weight"}
+    converted = torch.load(out)["model"]
+    # Exactly the toy config's names and shapes, holding the source checkpoint's values.
+    check_state_dict(converted, W._config_model_state(TOY_SEG))
+    seg = toy_registry["seg"]
+    assert torch.equal(
+        converted["sem_seg_head.aspp.b4.gap.1.weight"], seg["head.aspp.b4.gap.1.weight"]
+    )
+    assert torch.equal(
+        converted["backbone.res5.0.conv2.fc2.bias"], seg["pretrained.layer4.0.conv2.fc2.bias"]
+    )
     # The real ADE20K config has 150 classes and 256/256 head widths: shapes must not fit.
     assert (
         tool.main(
