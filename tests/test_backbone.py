@@ -24,11 +24,11 @@ TIMM_VARIANTS = [
     "resnest14d",
     "resnest26d",
     "resnest50d",
-    "resnest101e",
-    "resnest200e",
-    "resnest269e",
-    "resnest50d_1s4x24d",
-    "resnest50d_4s2x40d",
+    pytest.param("resnest101e", marks=pytest.mark.slow),
+    pytest.param("resnest200e", marks=pytest.mark.slow),
+    pytest.param("resnest269e", marks=pytest.mark.slow),
+    pytest.param("resnest50d_1s4x24d", marks=pytest.mark.slow),
+    pytest.param("resnest50d_4s2x40d", marks=pytest.mark.slow),
 ]
 FEATURES = ["res2", "res3", "res4", "res5"]
 
@@ -106,7 +106,9 @@ def test_equals_timm(variant):
         ),
     ],
 )
-@pytest.mark.parametrize("variant", ["resnest14d", "resnest50d_4s2x40d"])
+@pytest.mark.parametrize(
+    "variant", ["resnest14d", pytest.param("resnest50d_4s2x40d", marks=pytest.mark.slow)]
+)
 def test_output_shape_matches_outputs(name, overrides, variant):
     cfg = _cfg(variant, **overrides)
     cfg.MODEL.BACKBONE.NAME = name
@@ -169,6 +171,7 @@ def test_batch_size_one_training():
     assert out["res5"].shape == (1, 2048, 2, 2)
 
 
+@pytest.mark.slow
 def test_trace_and_onnx_fpn(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

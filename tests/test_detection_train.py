@@ -34,6 +34,7 @@ def _tasks(family):
     return {"bbox", "segm"} if "mask" in family else {"bbox"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(RESNEST_CONFIGS))
 def test_train_eval_resume(family, train_net, tmp_path):
     config = RESNEST_CONFIGS[family]
@@ -88,6 +89,7 @@ def _tiny_cfg(family, *opts):
     return load_config(os.path.join(CONFIGS, RESNEST_CONFIGS[family]), TINY + list(opts))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(RESNEST_CONFIGS))
 def test_overfits_one_fixed_batch(family):
     cfg = _tiny_cfg(family, "SOLVER.BASE_LR", 0.02)
@@ -108,7 +110,7 @@ def test_overfits_one_fixed_batch(family):
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
 
 
-@pytest.mark.parametrize("family", ["mask", "cascade_mask"])
+@pytest.mark.parametrize("family", ["mask", pytest.param("cascade_mask", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("empty_only", [False, True], ids=["mixed", "all_empty"])
 def test_batches_with_images_without_annotations(family, empty_only):
     cfg = _tiny_cfg(family)
@@ -131,6 +133,7 @@ def test_batches_with_images_without_annotations(family, empty_only):
         assert (float(v) == 0.0) == (empty_only and k in foreground), (k, v)
 
 
+@pytest.mark.slow
 def test_eval_with_zero_predictions(train_net, tmp_path):
     """A model that predicts nothing still gets a result dict (NaN AP; null in results.json)."""
     config = RESNEST_CONFIGS["mask"]

@@ -47,7 +47,12 @@ def _assert_close(got, want, tol=1e-4):
 
 @pytest.mark.parametrize("norm", ["BN", "FrozenBN", "SyncBN"])
 @pytest.mark.parametrize(
-    "variant", ["resnest14d", "resnest50d", "resnest50d_1s4x24d", "resnest50d_4s2x40d"]
+    "variant",
+    ["resnest14d"]
+    + [
+        pytest.param(v, marks=pytest.mark.slow)
+        for v in ("resnest50d", "resnest50d_1s4x24d", "resnest50d_4s2x40d")
+    ],
 )
 def test_backbone_fast_path_equals_plain(variant, norm):
     model = build_backbone(_cfg(variant, norm)).eval()

@@ -11,7 +11,14 @@ from resnest_dense import add_resnest_config
 from resnest_dense.modeling.backbone.variants import variant_opts
 
 
-@pytest.mark.parametrize("norm,dropblock", [("BN", 0.0), ("FrozenBN", 0.0), ("BN", 0.1)])
+@pytest.mark.parametrize(
+    "norm,dropblock",
+    [
+        pytest.param("BN", 0.0, marks=pytest.mark.slow),
+        pytest.param("FrozenBN", 0.0, marks=pytest.mark.slow),
+        ("BN", 0.1),  # inner loop: replays both running statistics and DropBlock masks
+    ],
+)
 def test_checkpointed_step_equals_plain(norm, dropblock):
     cfg = add_resnest_config(get_cfg())
     cfg.merge_from_list(variant_opts("resnest26d"))

@@ -149,6 +149,7 @@ def test_smoke_segmentation_pair_end_to_end(tmp_path, monkeypatch):
     assert (out / "results.csv").is_file() and (out / "results.png").is_file()
 
 
+@pytest.mark.slow
 def test_smoke_full_matrix(tmp_path, monkeypatch):
     """All five tasks x ResNet/ResNeSt at toy scale (the CI acceptance run)."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
