@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import SemanticSegmentor, build_model
 
 from segmentation_helpers import segmentation_cfg, tiny_cfg, tiny_model
@@ -49,9 +50,22 @@ def test_atrous_rates_follow_output_stride(output_stride, rates):
 def test_losses_and_inference_shapes(backbone):
     model = tiny_model(backbone)
     # Sizes that are not multiples of the output stride are padded (labels with 255).
-    losses = model(_inputs(h=61, w=75))
+    inputs = _inputs(h=61, w=75)
+    torch.manual_seed(3)  # same dropout masks in both forward passes
+    losses = model(inputs)
     assert set(losses) == {"loss_sem_seg", "loss_sem_seg_aux"}
     assert all(torch.isfinite(v) for v in losses.values())
+    # The same batch padded by hand to 64 x 80 (black image, ignored labels): the same losses.
+    padded = [
+        {
+            "image": F.pad(d["image"], (0, 5, 0, 3)),
+            "sem_seg": F.pad(d["sem_seg"], (0, 5, 0, 3), value=255),
+        }
+        for d in inputs
+    ]
+    torch.manual_seed(3)
+    for key, value in model(padded).items():
+        torch.testing.assert_close(value, losses[key], msg=key)
     model.eval()
     out = model(_inputs(labels=False, h=61, w=75))
     assert out[0]["sem_seg"].shape == (4, 61, 75)
