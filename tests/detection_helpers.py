@@ -55,9 +55,12 @@ def load_tool(name: str):
     return module
 
 
-def train_net_args(config: str, *opts, eval_only: bool = False, resume: bool = False):
+def train_net_args(
+    config: str, *opts, eval_only: bool = False, resume: bool = False, allow_random: bool = False
+):
     """``tools/train_net.py`` arguments for a config under configs/ (or an absolute path)."""
     argv = ["--config-file", config if os.path.isabs(config) else os.path.join(CONFIGS, config)]
     argv += ["--eval-only"] if eval_only else []
     argv += ["--resume"] if resume else []
+    argv += ["--allow-random-weights"] if allow_random else []
     return argument_parser().parse_args(argv + [str(o) for o in opts])

@@ -1,10 +1,10 @@
 """The generated toy COCO set, COCO-format registration and COCO evaluation on it."""
 
 import json
+import math
 import multiprocessing
 import os
 
-import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -119,48 +119,5 @@ def test_evaluator_with_no_predictions_returns_a_dict(tmp_path):
     # No prediction at all: every metric is NaN (not 0, which would read as "evaluated, missed").
     for task in ("bbox", "segm"):
         assert {"AP", "AP50", "AP75"} <= set(results[task])
-        assert all(np.isnan(v) for v in results[task].values()), results[task]
-    assert coco_eval_backend() in ("pycocotools", "faster-coco-eval")
-
-
-def test_faster_coco_eval_equals_pycocotools(tmp_path):
-    """faster-coco-eval (when installed) gives pycocotools' box and mask APs on the same
-    predictions: ground truth shifted by a few pixels, with scores, one false positive."""
-    pytest.importorskip("faster_coco_eval")
-    import torch
-    from detectron2.evaluation import COCOEvaluator
-    from detectron2.structures import Boxes, BoxMode, Instances
-    from detectron2.structures.masks import polygons_to_bitmask
-
-    from resnest_dense.engine.evaluation import FasterCOCOEvaluator
-
-    root = toy_coco.generate_toy_coco(str(tmp_path / "toy"), num_train=1, num_val=6)
-    toy_coco.register_toy_coco(root=root, prefix="fasttoy", num_train=1, num_val=6)
-    dicts = DatasetCatalog.get("fasttoy_val")
-    rng = np.random.default_rng(0)
-    results = {}
-    for cls in (COCOEvaluator, FasterCOCOEvaluator):
-        evaluator = cls("fasttoy_val", tasks=["bbox", "segm"], output_dir=None, use_fast_impl=False)
-        evaluator.reset()
-        rng = np.random.default_rng(0)
-        for d in dicts:
-            h, w = d["height"], d["width"]
-            anns = d["annotations"]
-            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
-            boxes = np.array(boxes + [[0, 0, 10, 10]], np.float32).reshape(-1, 4)
-            boxes[:-1] += rng.uniform(-3, 3, boxes[:-1].shape).astype(np.float32)
-            polys = [a["segmentation"] for a in anns] + [[[0, 0, 10, 0, 10, 10, 0, 10]]]
-            inst = Instances((h, w))
-            inst.pred_boxes = Boxes(torch.from_numpy(boxes))
-            inst.scores = torch.from_numpy(rng.uniform(0.1, 1, len(boxes)).astype(np.float32))
-            inst.pred_classes = torch.tensor([a["category_id"] for a in anns] + [0])
-            masks = [polygons_to_bitmask(p, h, w) for p in polys]
-            inst.pred_masks = torch.from_numpy(np.stack(masks))
-            evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
-        results[cls.__name__] = evaluator.evaluate()
-    ref, fast = results["COCOEvaluator"], results["FasterCOCOEvaluator"]
-    assert 20 < ref["bbox"]["AP"] < 100 and 20 < ref["segm"]["AP"] < 100
-    for task in ("bbox", "segm"):
-        for metric in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-            a, b = ref[task][metric], fast[task][metric]
-            assert (np.isnan(a) and np.isnan(b)) or abs(a - b) < 1e-6, (task, metric, a, b)
+        assert all(math.isnan(v) for v in results[task].values()), results[task]
+    assert coco_eval_backend() == "pycocotools"  # detectron2's _C does not load on 3.11

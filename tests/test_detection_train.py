@@ -140,7 +140,7 @@ def test_eval_with_zero_predictions(train_net, tmp_path):
     results = train_net.main(
         train_net_args(
             config, *TINY, "OUTPUT_DIR", tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 1.01,
-            eval_only=True,
+            eval_only=True, allow_random=True,
         )
     )  # fmt: skip
     assert set(results) == {"bbox", "segm"}

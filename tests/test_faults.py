@@ -97,8 +97,10 @@ def test_sigkill_then_resume_reproduces_losses(train_net, toy_root, tmp_path):
     # iteration 4 with the uninterrupted run's losses.
     (out / ".tmp_model_0000005.pthx1y2").write_bytes(b"partial")
     train_net.main(train_net_args(CONFIG, *opts, "OUTPUT_DIR", out, resume=True))
+    # The record is complete: iterations 0-3 were written before their checkpoint, 4-7 by the
+    # resumed run; every loss equals the uninterrupted run's.
     resumed = read_loss_history(out / "losses.jsonl")
-    assert sorted(resumed) == [4, 5, 6, 7]
+    assert sorted(resumed) == list(range(8))
     for iteration, losses in resumed.items():
         assert losses == reference[iteration], iteration  # bit-exact
     assert "model_final.pth" in _checkpoints_are_complete(out)

@@ -6,6 +6,7 @@ DeepLabV3 heads are laid out by hand from PyTorch-Encoding's ``deeplab.py`` / ``
 """
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -15,6 +16,8 @@ import zipfile
 import pytest
 import timm
 import torch
+from detectron2.utils.file_io import PathHandler, PathManager
+from iopath.common.file_io import PathManager as PathManagerBase
 
 from resnest_dense import model_zoo
 from resnest_dense.checkpoint import (
@@ -26,9 +29,9 @@ from resnest_dense.checkpoint.encoding import (
     convert_encoding_backbone_state_dict,
     convert_encoding_deeplab_state_dict,
 )
-from resnest_dense.model_zoo import weights as W
+from resnest_dense.model_zoo import conversion, handler, registry, store
 
-REGISTRY = W.load_registry()
+REGISTRY = registry.load_registry()
 TOY_SEG = "quick_schedules/toy_deeplabv3_S14_OS8.yaml"
 # timm model with the official (= PyTorch-Encoding) parameter names of each ImageNet entry.
 TIMM_NAMES = {
@@ -110,7 +113,7 @@ def isolated(tmp_path, monkeypatch):
 
 def write_registry(path, *entries_raw):
     """A registry file with the built-in sources and the given raw entries."""
-    data = json.load(open(W.REGISTRY_FILE))
+    data = json.load(open(registry.REGISTRY_FILE))
     data["entries"] = list(entries_raw)
     path.write_text(json.dumps(data))
     return str(path)
@@ -120,7 +123,7 @@ def write_registry(path, *entries_raw):
 
 
 def test_registry_has_the_released_families():
-    kinds = {k: [e.name for e in entries(k)] for k in W.KINDS}
+    kinds = {k: [e.name for e in entries(k)] for k in registry.KINDS}
     assert {"resnest50", "resnest101", "resnest200", "resnest269"} <= set(
         kinds["imagenet_backbone"]
     )
@@ -132,7 +135,7 @@ def test_registry_has_the_released_families():
 
 @pytest.mark.parametrize("entry", list(REGISTRY.values()), ids=lambda e: e.name)
 def test_registry_entry_is_consistent(entry):
-    data = json.load(open(W.REGISTRY_FILE))
+    data = json.load(open(registry.REGISTRY_FILE))
     assert entry.source in data["sources"]
     # Published file names carry the first 8 hex digits of the published hash.
     m = re.match(r"^(.+)-([0-9a-f]{8})\.pth$", entry.file)
@@ -148,7 +151,9 @@ def test_registry_entry_is_consistent(entry):
 
 
 def test_paper_results_configs_exist_and_pairs_resolve():
-    data = json.load(open(os.path.join(os.path.dirname(W.REGISTRY_FILE), "paper_results.json")))
+    data = json.load(
+        open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
+    )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
     assert len(rows) == len(data["rows"]) == 22
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
@@ -174,7 +179,7 @@ def test_imagenet_entry_layout_converts_to_its_backbone(entry):
         else convert_encoding_backbone_state_dict(state)
     )
     assert "fc.weight" in dropped
-    check_state_dict(converted, W._variant_backbone_state(entry), what=entry.file)
+    check_state_dict(converted, conversion._variant_backbone_state(entry), what=entry.file)
 
 
 @pytest.mark.parametrize("entry", entries("ade20k_segmenter"), ids=lambda e: e.name)
@@ -183,7 +188,7 @@ def test_encoding_deeplab_entry_layout_converts_to_its_config(entry):
     state = encoding_deeplab_state(official_state(timm_name, **kwargs), nclass=150)
     converted, dropped = convert_encoding_deeplab_state_dict(state)
     assert "pretrained.fc.weight" in dropped
-    expected = W._config_model_state(entry.config)
+    expected = conversion._config_model_state(entry.config)
     check_state_dict(converted, expected, what=entry.file)
     assert converted["sem_seg_head.block.4.weight"].shape == (150, 256, 1, 1)
 
@@ -212,7 +217,7 @@ def _fork_layout_facts(entry):
 
 @pytest.mark.parametrize("entry", entries("coco_detector"), ids=lambda e: e.name)
 def test_coco_entry_layout_loads_into_its_config(entry):
-    expected = W._config_model_state(entry.config)
+    expected = conversion._config_model_state(entry.config)
     for name, shape in _fork_layout_facts(entry).items():
         assert name in expected, f"{entry.config} lacks {name}"
         if shape is not None:
@@ -235,12 +240,12 @@ def test_coco_entry_layout_loads_into_its_config(entry):
 def test_local_path_is_used_as_is_offline(isolated):
     path = isolated / "mine.pth"
     torch.save({"model": {}}, path)
-    assert W.resolve_weights(str(path)) == str(path)
+    assert conversion.resolve_weights(str(path)) == str(path)
 
 
 def test_missing_file_says_where_to_put_it(isolated):
-    with pytest.raises(W.WeightsNotFoundError) as e:
-        W.resolve_weights("resnest://resnest50")
+    with pytest.raises(store.WeightsNotFoundError) as e:
+        conversion.resolve_weights("resnest://resnest50")
     msg = str(e.value)
     assert REGISTRY["resnest50"].urls[0] in msg
     assert os.path.join(str(isolated / "cache"), "resnest50-528c19ca.pth") in msg
@@ -248,8 +253,8 @@ def test_missing_file_says_where_to_put_it(isolated):
 
 
 def test_unknown_name_lists_known_ones(isolated):
-    with pytest.raises(W.WeightsNotFoundError, match="resnest50"):
-        W.resolve_weights("resnest://resnest51")
+    with pytest.raises(store.WeightsNotFoundError, match="resnest50"):
+        conversion.resolve_weights("resnest://resnest51")
 
 
 def test_checksum_mismatch_names_file_expected_and_got(isolated):
@@ -257,8 +262,8 @@ def test_checksum_mismatch_names_file_expected_and_got(isolated):
     cache.mkdir()
     bad = cache / "mask_rcnn_ResNeSt_50_FPN_syncBN_1x-f442d863.pth"
     bad.write_bytes(b"not the released file")
-    with pytest.raises(W.ChecksumMismatchError) as e:
-        W.resolve_weights("mask_rcnn_ResNeSt_50_FPN_syncBN_1x-f442d863.pth")
+    with pytest.raises(store.ChecksumMismatchError) as e:
+        conversion.resolve_weights("mask_rcnn_ResNeSt_50_FPN_syncBN_1x-f442d863.pth")
     msg = str(e.value)
     assert str(bad) in msg and "f442d863" in msg and sha256(bad) in msg
 
@@ -272,16 +277,16 @@ def test_file_in_weights_dirs_and_upstream_caches_is_found(isolated, monkeypatch
         "hash": {"algorithm": "sha256", "value": sha256(src)[:8]},
         "format": "detectron2", "config": TOY_SEG, "source": "resnest_d2_readme",
     }  # fmt: skip
-    reg = W.load_registry(write_registry(isolated / "reg.json", raw))
+    reg = registry.load_registry(write_registry(isolated / "reg.json", raw))
     hub = isolated / "home" / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     os.link(src, hub / raw["file"])
-    assert W.resolve_weights("toy_det", registry=reg) == str(hub / raw["file"])
+    assert conversion.resolve_weights("toy_det", registry=reg) == str(hub / raw["file"])
     mirror = isolated / "mirror"
     mirror.mkdir()
     os.link(src, mirror / raw["file"])
     monkeypatch.setenv("RESNEST_DENSE_WEIGHTS_DIRS", str(mirror))
-    assert W.resolve_weights("toy_det", registry=reg) == str(mirror / raw["file"])
+    assert conversion.resolve_weights("toy_det", registry=reg) == str(mirror / raw["file"])
 
 
 def test_entry_without_published_hash_loads_with_a_warning(isolated, caplog):
@@ -294,34 +299,88 @@ def test_entry_without_published_hash_loads_with_a_warning(isolated, caplog):
         "hash": {"algorithm": "sha256", "value": None},
         "format": "detectron2", "config": TOY_SEG, "source": "resnest_d2_readme",
     }  # fmt: skip
-    reg = W.load_registry(write_registry(isolated / "reg.json", raw))
+    reg = registry.load_registry(write_registry(isolated / "reg.json", raw))
     with caplog.at_level(logging.WARNING):
-        assert W.resolve_weights("nohash", registry=reg) == str(cache / "nohash.pth")
+        assert conversion.resolve_weights("nohash", registry=reg) == str(cache / "nohash.pth")
     assert "no checksum was published" in caplog.text
 
 
+@pytest.mark.parametrize("archive", [None, "zip"])
 @pytest.mark.parametrize("good", [True, False])
-def test_download_is_verified_and_atomic(isolated, good):
-    """file:// URLs exercise the download path without a network."""
+def test_download_is_verified_and_atomic(isolated, good, archive):
+    """file:// URLs exercise the download path without a network; zipped entries (as
+    PyTorch-Encoding serves them) leave only the extracted, verified file in the cache."""
     src = isolated / "served.pth"
     torch.save({"model": {"w": torch.arange(3.0)}}, src)
     digest = sha256(src)[:8] if good else "00000000"
+    file = f"dl-{digest}.pth"
+    served = src
+    if archive:
+        served = isolated / file.replace(".pth", ".zip")
+        with zipfile.ZipFile(served, "w") as zf:
+            zf.write(src, arcname=file)
     raw = {
-        "name": "dl", "file": f"dl-{digest}.pth", "kind": "coco_detector",
-        "urls": [src.as_uri()], "hash": {"algorithm": "sha256", "value": digest},
+        "name": "dl", "file": file, "kind": "coco_detector", "archive": archive,
+        "urls": [served.as_uri()], "hash": {"algorithm": "sha256", "value": digest},
         "format": "detectron2", "config": TOY_SEG, "source": "resnest_d2_readme",
     }  # fmt: skip
-    reg = W.load_registry(write_registry(isolated / "reg.json", raw))
-    with pytest.raises(W.WeightsNotFoundError, match="downloads are off"):
-        W.resolve_weights("dl", registry=reg)
+    reg = registry.load_registry(write_registry(isolated / "reg.json", raw))
+    with pytest.raises(store.WeightsNotFoundError, match="downloads are off"):
+        conversion.resolve_weights("dl", registry=reg)
     cache = isolated / "cache"
     if good:
-        path = W.resolve_weights("dl", registry=reg, download=True)
+        path = conversion.resolve_weights("dl", registry=reg, download=True)
         assert path == str(cache / raw["file"]) and sha256(path) == sha256(src)
+        assert os.listdir(cache) == [raw["file"]]  # the archive is not kept
     else:
-        with pytest.raises(W.ChecksumMismatchError, match="00000000"):
-            W.resolve_weights("dl", registry=reg, download=True)
+        with pytest.raises(store.ChecksumMismatchError, match="00000000"):
+            conversion.resolve_weights("dl", registry=reg, download=True)
         assert os.listdir(cache) == []  # no partial or unverified file left behind
+
+
+# ------------------------------------------------------------ resnest:// registration
+
+
+class _OtherHandler(PathHandler):
+    def _get_supported_prefixes(self):
+        return [model_zoo.SCHEME]
+
+    def _get_local_path(self, path, **kwargs):
+        return "/elsewhere/" + path[len(model_zoo.SCHEME) :]
+
+
+def test_handler_registration_is_idempotent_and_keeps_an_existing_handler(caplog):
+    manager = PathManagerBase()
+    with caplog.at_level(logging.WARNING):
+        assert handler.register_handler(manager) is True
+        assert handler.register_handler(manager) is False  # a second time changes nothing
+    assert not caplog.records  # iopath warns when it overrides a handler: it did not
+    with pytest.raises(store.WeightsNotFoundError, match="resnest51"):
+        manager.get_local_path("resnest://resnest51")
+    # Someone else's handler for the scheme, registered first, stays in charge.
+    other = PathManagerBase()
+    other.register_handler(_OtherHandler())
+    assert handler.register_handler(other) is False
+    assert other.get_local_path("resnest://resnest50") == "/elsewhere/resnest50"
+
+
+def test_reloading_the_handler_module_keeps_resnest_uris_working(isolated, monkeypatch, caplog):
+    cache = isolated / "cache"
+    cache.mkdir()
+    torch.save({"model": {"w": torch.ones(1)}}, cache / "mine.pth")
+    raw = {
+        "name": "mine", "file": "mine.pth", "kind": "coco_detector",
+        "urls": ["https://example.invalid/mine.pth"], "hash": {"algorithm": "sha256",
+        "value": sha256(cache / "mine.pth")}, "format": "detectron2", "config": TOY_SEG,
+        "source": "resnest_d2_readme",
+    }  # fmt: skip
+    monkeypatch.setenv("RESNEST_DENSE_REGISTRY", write_registry(isolated / "reg.json", raw))
+    with caplog.at_level(logging.WARNING):
+        reloaded = importlib.reload(handler)
+    assert not caplog.records
+    assert reloaded.register_handler() is False  # detectron2's PathManager has ours already
+    assert PathManager.get_local_path("resnest://mine") == str(cache / "mine.pth")
+    assert PathManager.get_local_path("resnest://mine.pth") == str(cache / "mine.pth")
 
 
 # ------------------------------------- end to end: resnest:// into real (toy) models
@@ -382,7 +441,7 @@ def test_encoding_deeplab_checkpoint_converts_and_loads_via_model_zoo(toy_regist
     assert torch.equal(model.backbone.stem.conv1_3.norm.weight, seg["pretrained.bn1.weight"])
     # Extracted and converted once, into the cache.
     cache = isolated / "cache"
-    released = W.get_entry("deeplab_toy_ade").file
+    released = registry.get_entry("deeplab_toy_ade").file
     assert os.listdir(cache / "converted") == [released.replace(".pth", ".d2.pth")]
     assert released in os.listdir(cache)
 

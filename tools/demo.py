@@ -7,11 +7,23 @@ Example::
         --input datasets/toy_coco/val --output output/toy_mask_rcnn_S14/demo \
         --opts MODEL.WEIGHTS output/toy_mask_rcnn_S14/model_final.pth
 
-One overlay PNG per input image is written to ``--output``. The tool refuses to run on a
-randomly initialised detector (no ``MODEL.WEIGHTS``, a missing file, or ImageNet backbone-only
-weights) unless ``--allow-random-weights`` is given: such a model detects nothing, which is the
-most common "0 instances detected" report. Semantic segmentation has its own demo,
-``tools/demo_semseg.py``.
+``--input`` takes image files, folders (their image files) and glob patterns. One overlay PNG
+per image is written to ``--output``, named after the image (``x.jpg`` -> ``x.png``); images
+whose names would collide (``a/x.png`` and ``b/x.png``, ``x.jpg`` and ``x.png``) get ``x-2.png``,
+``x-3.png``, ... in input order (:mod:`resnest_dense.utils.image_inputs`). A file that cannot be
+read as an image is skipped with a warning; the others are processed, and the tool then exits
+with code 1 and a summary "N of M images skipped". A missing input or a folder without images
+stops it before the model is built (exit code 2).
+
+Objects are labelled with the class names stored in the checkpoint by ``tools/train_net.py``
+(so a model fine-tuned on ``DATASETS.COCO_FORMAT`` data shows that data's names), else those of
+``DATASETS.TEST[0]``, else ``class N``. No annotation file is read: a COCO config runs without
+the COCO data.
+
+The tool refuses to run on a randomly initialised detector (no ``MODEL.WEIGHTS``, a missing
+file, or ImageNet backbone-only weights) unless ``--allow-random-weights`` is given: such a model
+detects nothing, which is the most common "0 instances detected" report. Semantic segmentation
+has its own demo, ``tools/demo_semseg.py``.
 """
 
 import argparse
@@ -23,14 +35,11 @@ from typing import List, Optional
 import cv2
 import torch
 import tqdm
-from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from resnest_dense.utils import ImageStream, check_outputs, list_image_inputs
 
 logger = logging.getLogger("resnest_dense.demo")
 
@@ -39,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
-        "--input", nargs="+", required=True, help="image files and/or folders of images"
+        "--input", nargs="+", required=True, help="image files, folders of images, glob patterns"
     )
     parser.add_argument("--output", required=True, help="folder for the overlay PNGs")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
@@ -52,27 +61,13 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def list_images(inputs: List[str]) -> List[str]:
-    """Image files of ``inputs`` (folders expanded, sorted)."""
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            names = sorted(os.listdir(item))
-            paths += [os.path.join(item, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"--input {item!r} does not exist")
-    if not paths:
-        raise FileNotFoundError(f"No images in --input {' '.join(inputs)}")
-    return paths
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="resnest_dense")
     setup_logger(name="fvcore")
     try:
+        inputs = list_image_inputs(args.input)
+        check_outputs(inputs, args.output, [".png"])
         cfg = load_config(
             args.config_file,
             args.opts,
@@ -86,19 +81,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SETUP_ERRORS as e:
         print(f"Refusing to run: {e}", file=sys.stderr)
         return 2
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     os.makedirs(args.output, exist_ok=True)
-    for path in tqdm.tqdm(list_images(args.input), desc="demo", unit="image"):
-        image = read_image(path, format="BGR")
+    images = ImageStream(inputs, progress=lambda items: tqdm.tqdm(items, desc="demo", unit="image"))
+    for item, image in images:
         with torch.no_grad():
             predictions = predictor(image)
         instances = predictions["instances"].to("cpu")
-        visualizer = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
+        # predictor.metadata: the class names stored with the weights (build_predictor).
+        visualizer = Visualizer(
+            image[:, :, ::-1], predictor.metadata, instance_mode=ColorMode.IMAGE
+        )
         overlay = visualizer.draw_instance_predictions(instances).get_image()
-        out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        cv2.imwrite(out, overlay[:, :, ::-1])
-        logger.info("%s: %d instances -> %s", path, len(instances), out)
-    return 0
+        out = os.path.join(args.output, item.stem + ".png")
+        if not cv2.imwrite(out, overlay[:, :, ::-1]):
+            raise OSError(f"Cannot write {out}: check that --output is a writable folder.")
+        logger.info("%s: %d instances -> %s", item.path, len(instances), out)
+    return images.finish()
 
 
 if __name__ == "__main__":

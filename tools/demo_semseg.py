@@ -8,6 +8,17 @@ For every input image ``NAME`` it writes, into ``--output``:
 * ``NAME_overlay.png``: the input blended with the colour mask;
 * ``NAME_legend.png``: colour, name and area of every class present.
 
+``--input`` takes image files, folders (their image files) and glob patterns. ``NAME`` is the
+image's file name without extension; images whose names would collide (``a/x.png`` and
+``b/x.png``, ``x.jpg`` and ``x.png``) get ``x-2``, ``x-3``, ... in input order
+(:mod:`resnest_dense.utils.image_inputs`). A file that cannot be read as an image is skipped
+with a warning; the others are processed, and the tool then exits with code 1 and a summary
+"N of M images skipped". A missing input or a folder without images stops it before the model
+is built (exit code 2).
+
+Class names and colours come from the checkpoint (stored by ``tools/train_net.py``), else from
+``DATASETS.TEST[0]``, else ``class N`` with the ADE20K palette.
+
 A video gives ``NAME_overlay.mp4`` and ``NAME_mask.mp4``. The model must have trained weights:
 with an empty or missing ``MODEL.WEIGHTS`` the demo stops, unless ``--allow-random-weights``.
 
@@ -18,32 +29,35 @@ Example:
 """
 
 import argparse
-import glob
 import logging
 import os
 import sys
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import cv2
 import numpy as np
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
 from resnest_dense.data.ade20k import palette_for
 from resnest_dense.engine import SETUP_ERRORS, build_predictor, load_config
+from resnest_dense.errors import MissingFileError
+from resnest_dense.utils import ImageInput, ImageStream, check_outputs, list_image_inputs
 
-logger = logging.getLogger("demo_semseg")
+logger = logging.getLogger("resnest_dense.demo_semseg")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The files written for an input image NAME.
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_legend.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Semantic segmentation demo (masks + overlays).")
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", nargs="+", default=[], help="images, folders or glob patterns")
+    parser.add_argument(
+        "--input", nargs="+", default=[], help="image files, folders of images, glob patterns"
+    )
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument("--output", required=True, help="output folder (created if missing)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
@@ -57,25 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.input and not args.video_input:
         parser.error("give --input and/or --video-input")
     return args
-
-
-def expand_inputs(patterns: Sequence[str]) -> List[str]:
-    """Image files named by ``patterns``: files, folders (non-recursive) or glob patterns."""
-    files = []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            names = sorted(os.listdir(pattern))
-            files += [
-                os.path.join(pattern, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-        elif os.path.isfile(pattern):
-            files.append(pattern)
-        else:
-            matches = sorted(glob.glob(os.path.expanduser(pattern)))
-            if not matches:
-                raise SystemExit(f"demo_semseg: no image matches {pattern!r}")
-            files += matches
-    return files
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Tuple[int, int, int]]) -> np.ndarray:
@@ -123,13 +118,10 @@ class SemSegDemo:
         """
         self.predictor = build_predictor(cfg, allow_random_weights)
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
-        names = list(metadata.get("stuff_classes", [])) if metadata is not None else []
-        colours = metadata.get("stuff_colors", None) if metadata is not None else None
-        if len(names) != num_classes:
-            names = [f"class {i}" for i in range(num_classes)]
-        self.names = names
-        self.palette = palette_for(num_classes, colours)
+        # The names and colours stored with the weights (build_predictor), NUM_CLASSES at least.
+        metadata = self.predictor.metadata
+        self.names = list(metadata.stuff_classes)
+        self.palette = palette_for(num_classes, metadata.get("stuff_colors", None))
         self.alpha = alpha
 
     def predict(self, image_bgr: np.ndarray) -> np.ndarray:
@@ -149,20 +141,20 @@ class SemSegDemo:
         }
 
 
-def run_images(demo: SemSegDemo, files: List[str], out_dir: str) -> None:
-    for path in tqdm(files, desc="images", unit="img"):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            logger.warning("Skipping %s: not an image OpenCV can read.", path)
-            continue
+def run_images(demo: SemSegDemo, inputs: Sequence[ImageInput], out_dir: str) -> int:
+    """Write mask, overlay and legend of every readable input; return the exit code (0, or 1
+    when unreadable files were skipped)."""
+    images = ImageStream(inputs, progress=lambda items: tqdm(items, desc="images", unit="img"))
+    for item, image in images:
         labels = demo.predict(image)
         views = demo.render(image, labels)
-        stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+        stem = os.path.join(out_dir, item.stem)
         save_palette_png(stem + "_mask.png", labels, demo.palette)
         Image.fromarray(views["overlay"]).save(stem + "_overlay.png")
         Image.fromarray(views["legend"]).save(stem + "_legend.png")
         present = [demo.names[i] for i in np.unique(labels)]
-        logger.info("%s: %s", os.path.basename(path), ", ".join(present))
+        logger.info("%s -> %s_*.png: %s", item.path, stem, ", ".join(present))
+    return images.finish()
 
 
 def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -199,9 +191,12 @@ def run_video(demo: SemSegDemo, path: str, out_dir: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    setup_logger(name="demo_semseg")
     setup_logger(name="resnest_dense")
     try:
+        inputs = list_image_inputs(args.input) if args.input else []
+        check_outputs(inputs, args.output, OUTPUT_SUFFIXES)
+        if args.video_input and not os.path.isfile(args.video_input):
+            raise MissingFileError(f"--video-input {args.video_input!r} does not exist.")
         cfg = load_config(
             args.config_file,
             args.opts,
@@ -213,13 +208,11 @@ def main(argv=None) -> int:
     except SETUP_ERRORS as e:
         print(f"Refusing to run: {e}", file=sys.stderr)
         return 2
-    files = expand_inputs(args.input)
     os.makedirs(args.output, exist_ok=True)
-    if files:
-        run_images(demo, files, args.output)
+    code = run_images(demo, inputs, args.output) if inputs else 0
     if args.video_input:
         run_video(demo, args.video_input, args.output)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

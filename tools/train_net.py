@@ -16,9 +16,8 @@ weights strictly (``--allow-random-weights`` to evaluate anyway) and folds batch
 (exact) unless ``TEST.FAST_INFERENCE False``.
 """
 
-from detectron2.engine import launch
-
 from resnest_dense.engine import argument_parser, evaluate_weights, setup, train
+from resnest_dense.engine.launch import launch_from_args
 
 
 def main(args):
@@ -33,14 +32,9 @@ def main(args):
 def invoke_main() -> None:
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    # Under torchrun or srun the processes already exist (rank / world size in the environment);
+    # otherwise detectron2's launch spawns --num-gpus workers.
+    launch_from_args(main, args)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,27 @@ class Checkpointer(DetectionCheckpointer):
     Args:
         model, save_dir, save_to_disk, **checkpointables: as for ``DetectionCheckpointer``.
 
+        extra_data: written into every checkpoint this object saves (e.g. the class names of
+            the training data, :func:`resnest_dense.engine.class_names.checkpoint_metadata`).
+
     Attributes:
         last_report: the :class:`LoadReport` of the latest load (None before any load).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        extra_data: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ):
         super().__init__(model, save_dir, **kwargs)
+        self.extra_data: Dict[str, Any] = dict(extra_data or {})
         self.last_report: Optional[LoadReport] = None
         self._strict = False
         self._resuming = False
+        self._path = ""
 
     # ------------------------------------------------------------------ saving
 
@@ -98,9 +110,18 @@ class Checkpointer(DetectionCheckpointer):
         return "://" not in str(self.save_dir)
 
     def save(self, name: str, **kwargs: Any) -> None:
+        kwargs = {**self.extra_data, **kwargs}
         if not self.save_dir or not self.save_to_disk or not self._local():
             return super().save(name, **kwargs)
         data = {"model": self.model.state_dict()}
+        bad = [
+            k for k, v in data["model"].items() if v.is_floating_point() and not v.isfinite().all()
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"Non-finite values in {len(bad)} tensors of the model ({_format_keys(bad, 4)}): "
+                f"checkpoint {name} is not written, so the last checkpoint stays a good one."
+            )
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -139,6 +160,10 @@ class Checkpointer(DetectionCheckpointer):
             self._strict = False
         return self.last_report, extra
 
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        self._path = path  # named in the messages of _load_file / _load_model
+        return super().load(path, *args, **kwargs)
+
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """As detectron2's, but a resumed checkpoint must fit the model exactly (a changed
         ``NUM_CLASSES`` is named before the optimizer state is touched)."""
@@ -149,15 +174,19 @@ class Checkpointer(DetectionCheckpointer):
         finally:
             self._strict = self._resuming = False
 
-    def _torch_load(self, f: str) -> Dict[str, Any]:
+    # _load_file and _load_model are fvcore's hooks for subclasses (detectron2's own
+    # DetectionCheckpointer overrides both).
+
+    def _load_file(self, f: str) -> Dict[str, Any]:
         try:
-            return super()._torch_load(f)
+            return super()._load_file(f)
         except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
             raise CheckpointReadError(self._unreadable_message(f, e)) from e
 
     def _unreadable_message(self, path: str, error: Exception) -> str:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
         message = (
-            f"Cannot read checkpoint {path}: {type(error).__name__}: {error}. The file is "
+            f"Cannot read checkpoint {path}: {type(error).__name__}: {reason}. The file is "
             "truncated, corrupt or not a PyTorch checkpoint."
         )
         if self._resuming:
@@ -193,6 +222,7 @@ class Checkpointer(DetectionCheckpointer):
         self.last_report = LoadReport.from_incompatible(incompatible)
         if self._strict and not self.last_report.clean:
             what = "The checkpoint to resume from" if self._resuming else "The weights"
+            what += f" {self._path}"
             fix = (
                 "The model's config changed since this checkpoint was written (e.g. "
                 "NUM_CLASSES): use a new OUTPUT_DIR, or train without --resume and MODEL.WEIGHTS "
@@ -202,7 +232,7 @@ class Checkpointer(DetectionCheckpointer):
                 "this config."
             )
             raise CheckpointMismatchError(
-                f"{what} do not fit the model: {self.last_report.summary()}. {fix}"
+                f"{what} do(es) not fit the model: {self.last_report.summary()}. {fix}"
             )
         return incompatible
 

@@ -8,12 +8,14 @@ from typing import List
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..errors import MissingFileError, StartupError
+
 __all__ = ["register_coco_format_datasets"]
 
 logger = logging.getLogger(__name__)
 
 
-def register_coco_format_datasets(entries) -> List[str]:
+def register_coco_format_datasets(entries, missing_ok: bool = False) -> List[str]:
     """Register ``[name, json_file, image_root]`` triples with detectron2's COCO loader.
 
     A name registered before with the same files is left alone, so calling this twice (for
@@ -21,37 +23,46 @@ def register_coco_format_datasets(entries) -> List[str]:
 
     Args:
         entries: iterable of 3-element sequences (``DATASETS.COCO_FORMAT``).
+        missing_ok: skip (with a warning) entries whose files are missing instead of raising:
+            for tools that need no data (the demos take class names from the checkpoint).
 
     Returns:
         The registered names.
 
     Raises:
-        ValueError: an entry is not a triple, or the name is taken by another dataset.
-        FileNotFoundError: the json file or the image folder does not exist.
+        StartupError: an entry is not a triple, or the name is taken by another dataset.
+        MissingFileError: the json file or the image folder does not exist.
     """
     names = []
     for entry in entries:
         if len(entry) != 3:
-            raise ValueError(
+            raise StartupError(
                 f"DATASETS.COCO_FORMAT entries are [name, json_file, image_root]; got {entry!r}"
             )
         name, json_file, image_root = (str(v) for v in entry)
-        if not os.path.isfile(json_file):
-            raise FileNotFoundError(
-                f"DATASETS.COCO_FORMAT: annotation file {json_file!r} of dataset {name!r} "
-                "does not exist"
+        missing = [
+            f"{what} {path!r}"
+            for what, path, exists in (
+                ("annotation file", json_file, os.path.isfile(json_file)),
+                ("image folder", image_root, os.path.isdir(image_root)),
             )
-        if not os.path.isdir(image_root):
-            raise FileNotFoundError(
-                f"DATASETS.COCO_FORMAT: image folder {image_root!r} of dataset {name!r} "
-                "does not exist"
+            if not exists
+        ]
+        if missing:
+            message = (
+                f"DATASETS.COCO_FORMAT: {' and '.join(missing)} of dataset {name!r} "
+                "do(es) not exist"
             )
+            if missing_ok:
+                logger.warning("%s; not registered.", message)
+                continue
+            raise MissingFileError(message)
         if name in DatasetCatalog.list():
             meta = MetadataCatalog.get(name)
             if meta.get("json_file") == json_file and meta.get("image_root") == image_root:
                 names.append(name)
                 continue
-            raise ValueError(
+            raise StartupError(
                 f"DATASETS.COCO_FORMAT: dataset name {name!r} is already registered with other "
                 "files; choose another name"
             )

@@ -1,6 +1,6 @@
 """Training and evaluation: one set-up path, one trainer, one evaluator factory.
 
-* :func:`load_config` / :func:`setup` (:mod:`.setup`): the config of every tool, checked at
+* :func:`load_config` / :func:`setup` (:mod:`.entry`): the config of every tool, checked at
   start-up by :mod:`.checks` (device, norms, datasets, weights, batch) with clear errors;
 * :class:`Trainer` (:mod:`.trainer`): detectron2's ``DefaultTrainer`` for every config of this
   project, on one or several processes (gloo on CPU-only machines), with atomic checkpoints, a
@@ -17,7 +17,7 @@ from .checks import SETUP_ERRORS
 from .evaluation import build_coco_evaluator, build_evaluator, coco_eval_backend
 from .predictor import build_predictor
 from .runs import evaluate_weights, train, write_results
-from .setup import argument_parser, load_config, setup
+from .entry import argument_parser, load_config, setup
 from .trainer import Trainer
 
 __all__ = [

@@ -17,7 +17,9 @@ Start-up checks:
 * :func:`check_datasets`: dataset names registered, their files present;
 * :func:`check_weights`: ``MODEL.WEIGHTS`` exists; for evaluation and demos it must name a
   trained model (not empty, not an ImageNet backbone), unless random weights are allowed;
-* :func:`check_image_files`: every image of a dataset exists (one ``stat`` per image).
+* the data itself (classes vs model, masks, labels, images, ground truth):
+  :mod:`resnest_dense.data.validation`, called here for the test sets and by the trainer for
+  the training set.
 
 Run-time guards: :class:`SafeMapper` (an unreadable image fails naming the file, or with
 ``DATALOADER.SKIP_CORRUPT_IMAGES`` is skipped and counted) and :func:`check_finite_losses`.
@@ -32,14 +34,16 @@ import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
+from ..data.validation import DataCheckError, UnreadableImageTracker
+from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
 from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get_entry
 from .amp import amp_dtype
 
 __all__ = [
+    "NON_FINITE_PREFIX",
     "PURPOSES",
     "SETUP_ERRORS",
     "StartupError",
@@ -47,9 +51,9 @@ __all__ = [
     "adapt_norms_for_device",
     "check_datasets",
     "check_finite_losses",
-    "check_image_files",
     "check_training_setup",
     "check_weights",
+    "non_finite_message",
     "MissingFileError",
     "UnregisteredDatasetError",
     "resolve_device",
@@ -67,6 +71,7 @@ _TRAINED_KINDS = {"detection": "coco_detector", "semantic": "ade20k_segmenter"}
 # weights, never a bug.
 SETUP_ERRORS = (
     StartupError,
+    DataCheckError,
     CheckpointMismatchError,
     CheckpointReadError,
     ChecksumMismatchError,
@@ -155,7 +160,7 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     examples = sorted(n for n in registered if n.startswith(("toy_", "coco_2017")))
     hint = f" Similar registered names: {', '.join(close[:8])}." if close else ""
     return (
-        f"Dataset {name!r} (in DATASETS.{key}) is not registered.{hint} Registered names "
+        f"Dataset {name!r} is not registered (named in DATASETS.{key}).{hint} Registered names "
         f"include: {', '.join(examples[:8])}, ... ({len(registered)} in total). Register your "
         "own COCO-format data with DATASETS.COCO_FORMAT [[name, json_file, image_root]] (see "
         "docs/detection.md)."
@@ -305,6 +310,11 @@ def validate(
     problems += check_weights(cfg, purpose, allow_random_weights)
     if purpose == "train":
         problems += check_training_setup(cfg, world_size)
+    if not problems and purpose in ("train", "eval"):
+        # The data must fit the model (classes, masks, labels, images, ground truth): the test
+        # sets now, so a training run does not fail at its first evaluation; the training set
+        # when its loader is built (Trainer.build_train_loader), also before any iteration.
+        check_data(cfg, cfg.DATASETS.TEST, is_train=False)
     if len(problems) == 1:
         raise problems[0]
     if problems:
@@ -314,37 +324,36 @@ def validate(
         raise kind(f"Invalid set-up for {purpose}:\n  - {lines}")
 
 
-def check_image_files(dataset_dicts: List[Dict], dataset_names: Iterable[str] = ()) -> None:
-    """Raise naming the first missing image files of the training set (all are checked)."""
-    missing = [d["file_name"] for d in dataset_dicts if not PathManager.exists(d["file_name"])]
-    if missing:
-        shown = ", ".join(missing[:5]) + (
-            f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
-        )
-        names = ", ".join(dataset_names) or "the training set"
-        raise StartupError(
-            f"{len(missing)} of {len(dataset_dicts)} images of {names} are missing: {shown}. "
-            "Check $DETECTRON2_DATASETS (datasets/README.md)."
-        )
-
-
 class SafeMapper:
     """Wrap a dataset mapper so unreadable images fail clearly or are skipped and counted.
 
+    A :class:`~resnest_dense.data.validation.DataCheckError` (an image or label that reads but
+    holds the wrong thing) is never skipped.
+
     Args:
-        mapper: e.g. detectron2's ``DatasetMapper``.
+        mapper: e.g. detectron2's ``DatasetMapper`` (wrapped in ``CheckedMapper``).
         skip: return None for an unreadable image (detectron2's ``MapDataset`` then draws
             another one) instead of raising.
+        tracker: counts distinct skipped files and raises once every image of the dataset is
+            unreadable (``UnreadableImageTracker``).
     """
 
-    def __init__(self, mapper: Callable[[Dict], Optional[Dict]], skip: bool = False):
+    def __init__(
+        self,
+        mapper: Callable[[Dict], Optional[Dict]],
+        skip: bool = False,
+        tracker: Optional[UnreadableImageTracker] = None,
+    ):
         self.mapper = mapper
         self.skip = skip
+        self.tracker = tracker
         self.num_skipped = 0
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         try:
             return self.mapper(dataset_dict)
+        except DataCheckError:
+            raise
         except (OSError, ValueError, SyntaxError) as e:
             # PIL raises OSError/SyntaxError/ValueError for truncated or corrupt files.
             file_name = dataset_dict.get("file_name", "?")
@@ -360,7 +369,23 @@ class SafeMapper:
                 e,
                 self.num_skipped,
             )
+            if self.tracker is not None:
+                self.tracker.record_failure(file_name, e)
             return None
+
+
+NON_FINITE_PREFIX = "Non-finite"
+
+
+def non_finite_message(iteration: int, what: str, kind: str = "values") -> str:
+    """The one message of a diverged run: iteration, what was found, what is intact, fixes."""
+    return (
+        f"{NON_FINITE_PREFIX} {kind} at iteration {iteration}: {what}. Training stopped before "
+        "the optimizer step; the last checkpoint written before this iteration is intact (no "
+        "checkpoint with non-finite weights is ever written). Lower SOLVER.BASE_LR, add warm-up "
+        "(SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or check the "
+        "annotations of this batch."
+    )
 
 
 def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
@@ -377,9 +402,5 @@ def check_finite_losses(loss_dict: Dict, iteration: int) -> None:
         terms = [k for k, flag in zip(names, bad.tolist()) if flag]
         values = {k: float(loss_dict[k].detach()) for k in terms}
         raise FloatingPointError(
-            f"Non-finite loss at iteration {iteration}: {', '.join(terms)} "
-            f"(this process: {values}). Training stopped before the optimizer step; the last "
-            "checkpoint written before this iteration is intact. Lower SOLVER.BASE_LR, add "
-            "warm-up (SOLVER.WARMUP_ITERS) or gradient clipping (SOLVER.CLIP_GRADIENTS), or "
-            "check the annotations of this batch."
+            non_finite_message(iteration, f"{', '.join(terms)} (this process: {values})", "loss")
         )

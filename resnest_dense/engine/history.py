@@ -7,37 +7,36 @@ unsmoothed, and ``--resume`` keeps it consistent with the checkpoint it resumed 
 
 import json
 import os
-from collections import defaultdict
 from typing import Dict
 
-from detectron2.utils.events import EventWriter, get_event_storage
+from detectron2.engine import HookBase
 
 from ..utils.io import atomic_write
 
-__all__ = ["LossHistoryWriter", "read_loss_history", "truncate_loss_history"]
+__all__ = ["LossHistoryHook", "read_loss_history", "truncate_loss_history"]
 
 
-class LossHistoryWriter(EventWriter):
-    """Every iteration's loss terms, unsmoothed, as JSON lines."""
+class LossHistoryHook(HookBase):
+    """Appends each iteration's loss terms, unsmoothed, right after the step (main process).
+
+    The trainer registers it before the checkpoint hook, so a checkpoint of iteration ``k`` is
+    only written once the losses of iterations ``<= k`` are in the file: a run killed at any
+    moment and resumed keeps a complete record.
+    """
 
     def __init__(self, path: str):
         self._path = path
-        self._last = -1
 
-    def write(self) -> None:
-        rows = defaultdict(dict)
-        for key, history in get_event_storage().histories().items():
-            if "loss" in key:
-                for value, iteration in reversed(history.values()):  # newest first
-                    if iteration <= self._last:
-                        break
-                    rows[int(iteration)][key] = value
-        if not rows:
-            return
-        with open(self._path, "a") as f:
-            for iteration in sorted(rows):
-                f.write(json.dumps({"iteration": iteration, **rows[iteration]}) + "\n")
-        self._last = max(rows)
+    def after_step(self) -> None:
+        storage = self.trainer.storage
+        row = {
+            key: value
+            for key, (value, iteration) in storage.latest().items()
+            if "loss" in key and iteration == storage.iter
+        }
+        if row:
+            with open(self._path, "a") as f:
+                f.write(json.dumps({"iteration": storage.iter, **row}) + "\n")
 
 
 def read_loss_history(path: str) -> Dict[int, Dict[str, float]]:

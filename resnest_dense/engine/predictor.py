@@ -1,5 +1,5 @@
-"""The predictor of both demos: detectron2's ``DefaultPredictor`` with strictly loaded weights
-and the inference fast path."""
+"""The predictor of both demos: detectron2's ``DefaultPredictor`` with strictly loaded weights,
+the class names stored with them, and the inference fast path."""
 
 import logging
 
@@ -8,6 +8,7 @@ from detectron2.engine import DefaultPredictor
 
 from ..checkpoint import Checkpointer
 from ..utils import optimize_for_inference
+from .class_names import CHECKPOINT_KEY, class_metadata
 
 __all__ = ["build_predictor"]
 
@@ -16,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> DefaultPredictor:
     """A ``DefaultPredictor`` for ``cfg`` whose ``MODEL.WEIGHTS`` must cover the whole model.
+
+    Its ``metadata`` holds the class names the predictions are labelled with: those stored in
+    the checkpoint by the trainer, else those of ``DATASETS.TEST[0]``, else ``class N``
+    (:func:`resnest_dense.engine.class_names.class_metadata`).
 
     Args:
         cfg: a config from :func:`resnest_dense.engine.load_config` (purpose ``"demo"``).
@@ -30,12 +35,15 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
     unloaded.MODEL.WEIGHTS = ""  # loaded below, strictly
     unloaded.freeze()
     predictor = DefaultPredictor(unloaded)
+    stored = None
     if cfg.MODEL.WEIGHTS:
-        report, _ = Checkpointer(predictor.model).load_checked(
+        report, extra = Checkpointer(predictor.model).load_checked(
             cfg.MODEL.WEIGHTS, strict=not allow_random_weights
         )
         if not report.clean:
             logger.warning("Running %s as asked although %s", cfg.MODEL.WEIGHTS, report.summary())
+        stored = extra.get(CHECKPOINT_KEY)
+    predictor.metadata = class_metadata(cfg, stored, cfg.MODEL.WEIGHTS)
     if cfg.TEST.FAST_INFERENCE:
         optimize_for_inference(predictor.model)
     return predictor

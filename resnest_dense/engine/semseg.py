@@ -10,8 +10,9 @@ its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
   ``SOLVER.HEAD_LR_MULTIPLIER`` times the base learning rate (10x in the reference);
 * :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9);
 * :func:`build_semseg_evaluator`: detectron2's ``SemSegEvaluator`` (mIoU, pACC = pixAcc), with a
-  label loader that works under NumPy 2 (detectron2's default passes ``copy=False`` to
-  ``np.array``, which NumPy 2 rejects for PIL images).
+  label loader that checks every label's values (naming the file) and works under NumPy 2
+  (detectron2's default passes ``copy=False`` to ``np.array``, which NumPy 2 rejects for PIL
+  images).
 """
 
 import logging
@@ -26,6 +27,8 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.file_io import PathManager
 from PIL import Image, ImageFilter
+
+from ..data.validation import CheckedSemSegLoader
 
 __all__ = [
     "build_semseg_train_augmentations",
@@ -160,5 +163,5 @@ def build_semseg_evaluator(cfg, dataset_name: str, output_dir=None) -> SemSegEva
         dataset_name,
         distributed=True,
         output_dir=output_dir,
-        sem_seg_loading_fn=load_sem_seg_label,
+        sem_seg_loading_fn=CheckedSemSegLoader.for_dataset(dataset_name),
     )

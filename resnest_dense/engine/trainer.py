@@ -13,12 +13,8 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -29,9 +25,11 @@ from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets
 from ..checkpoint import Checkpointer
 from ..utils.io import remove_partial_writes
 from .amp import build_amp_trainer
-from .checks import SafeMapper, check_finite_losses, check_image_files
+from ..data.validation import CheckedMapper, UnreadableImageTracker, load_checked_dataset_dicts
+from .checks import NON_FINITE_PREFIX, SafeMapper, check_finite_losses, non_finite_message
+from .class_names import checkpoint_metadata
 from .evaluation import build_evaluator
-from .history import LossHistoryWriter, truncate_loss_history
+from .history import LossHistoryHook, truncate_loss_history
 from .semseg import (
     build_semseg_lr_scheduler,
     build_semseg_optimizer,
@@ -106,6 +104,8 @@ class Trainer(DefaultTrainer):
 
     * CPU multi-process training (gloo): DDP without device ids;
     * atomic checkpoints (:class:`AtomicDetectionCheckpointer`);
+    * the class names of the training data in every checkpoint (read by the demos,
+      :mod:`resnest_dense.engine.class_names`);
     * a train loader whose batches and augmentations are a function of the iteration
       (:mod:`resnest_dense.engine.train_data`), so ``--resume`` continues the same stream and the
       global batch does not depend on the number of processes;
@@ -139,6 +139,8 @@ class Trainer(DefaultTrainer):
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # Class names travel with the model (the demos read them); the data were loaded above.
+        self.checkpointer.extra_data = checkpoint_metadata(cfg)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -154,8 +156,16 @@ class Trainer(DefaultTrainer):
             model.register_forward_hook(_finite_loss_hook)
         return model
 
-    def build_writers(self):
-        return super().build_writers() + [LossHistoryWriter(self._loss_history_path())]
+    def build_hooks(self):
+        """detectron2's hooks, with the loss record written before the checkpoint hook."""
+        built = super().build_hooks()
+        if comm.is_main_process():
+            at = next(
+                (i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicCheckpointer)),
+                len(built),
+            )
+            built.insert(at, LossHistoryHook(self._loss_history_path()))
+        return built
 
     def resume_or_load(self, resume: bool = True) -> None:
         """detectron2's resume-or-load, then: every worker resumed at the same iteration, the
@@ -193,10 +203,14 @@ class Trainer(DefaultTrainer):
     def run_step(self) -> None:
         try:
             super().run_step()
-        except FloatingPointError:
+        except FloatingPointError as e:
             # The after_train hooks still run: write no checkpoint of this state.
             self.checkpointer.save_to_disk = False
-            raise
+            if str(e).startswith(NON_FINITE_PREFIX):
+                raise
+            # detectron2's own checks (e.g. "Predicted boxes or scores contain Inf/NaN. Training
+            # has diverged." in the RPN) fire inside the forward, before the loss check.
+            raise FloatingPointError(non_finite_message(self.iter, str(e))) from e
 
     @classmethod
     def build_evaluator(
@@ -210,22 +224,27 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg: CfgNode):
         """detectron2's train loader with the image checks, the corrupt-image policy and, for
         ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream."""
-        dicts = get_detection_dataset_dicts(
+        dicts = load_checked_dataset_dicts(
+            cfg,
             cfg.DATASETS.TRAIN,
+            is_train=True,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=(
                 cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        check_image_files(dicts, cfg.DATASETS.TRAIN)
         if is_semseg_config(cfg):
             augs = build_semseg_train_augmentations(cfg)
             logger.info("Segmentation training augmentations: %s", augs)
             mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
         else:
             mapper = DatasetMapper(cfg, True)
-        mapper = SafeMapper(mapper, skip=cfg.DATALOADER.SKIP_CORRUPT_IMAGES)
+        mapper = SafeMapper(
+            CheckedMapper.from_config(cfg, mapper, cfg.DATASETS.TRAIN),
+            skip=cfg.DATALOADER.SKIP_CORRUPT_IMAGES,
+            tracker=UnreadableImageTracker(dicts, cfg.DATASETS.TRAIN),
+        )
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning(
                 "DATALOADER.SAMPLER_TRAIN %s: detectron2's sampler restarts its stream on "
@@ -247,6 +266,12 @@ class Trainer(DefaultTrainer):
         )
         loader.resumable_sampler = sampler  # read by resume_or_load
         return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        """detectron2's test loader, each image and label checked as it is read."""
+        mapper = CheckedMapper.from_config(cfg, DatasetMapper(cfg, False), [dataset_name])
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model):

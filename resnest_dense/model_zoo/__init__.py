@@ -3,6 +3,15 @@
 Importing this package registers the ``resnest://`` handler with detectron2's ``PathManager``,
 so ``MODEL.WEIGHTS resnest://resnest50`` works in every tool.
 
+Modules, each depending only on those listed before it:
+
+* :mod:`.config_files`: where the config files are, by name;
+* :mod:`.registry`: the released files (``weights.json``) and lookups by name or config;
+* :mod:`.store`: finding, downloading and checksumming a released file offline-first;
+* :mod:`.conversion`: a released file as a detectron2 checkpoint (:func:`resolve_weights`);
+* :mod:`.handler`: the ``resnest://`` path handler;
+* :mod:`.model_zoo`, :mod:`.loading`: a config or a model by name, checked weight loading.
+
 Example::
 
     from resnest_dense import model_zoo
@@ -13,21 +22,19 @@ Example::
 """
 
 from ..checkpoint import LoadReport, load_checked
-from .model_zoo import config_root, get, get_config, get_config_file, list_configs
-from .weights import (
+from .config_files import config_root, get_config_file, list_configs
+from .conversion import resolve_weights
+from .handler import ResNeStWeightsHandler
+from .model_zoo import get, get_config
+from .registry import (
     SCHEME,
-    ChecksumMismatchError,
-    ResNeStWeightsHandler,
     WeightEntry,
-    WeightsNotFoundError,
-    cache_dir,
     default_registry,
     get_entry,
     load_registry,
-    resolve_weights,
-    search_dirs,
     weights_for_config,
 )
+from .store import ChecksumMismatchError, WeightsNotFoundError, cache_dir, search_dirs
 
 __all__ = [
     "SCHEME",

@@ -1,14 +1,12 @@
-"""detectron2-style model zoo over this project's configs.
+"""detectron2-style model zoo over this project's configs: a config or a model by config name.
 
 Names are paths relative to ``configs/`` (for example
-``"COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml"``). The files are read
-from ``resnest_dense/model_zoo/configs`` (a link to the repository's ``configs/`` in a source
-checkout, a copy in an installed wheel) or, failing that, from ``configs/`` next to the package.
+``"COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml"``); the files are found
+by :mod:`.config_files`, the released weights of a config by :mod:`.registry`.
 """
 
 import logging
-import os
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -16,54 +14,12 @@ from detectron2.config import CfgNode
 # Registers every builder our configs name (dilated backbones, DeepLabV3 head, segmentor).
 from ..modeling import meta_arch, sem_seg_heads  # noqa: F401
 from ..modeling.backbone import dilated  # noqa: F401
-from .weights import SCHEME, weights_for_config
+from .config_files import get_config_file
+from .registry import SCHEME, weights_for_config
 
-__all__ = ["config_root", "list_configs", "get_config_file", "get_config", "get"]
+__all__ = ["get_config", "get"]
 
 logger = logging.getLogger(__name__)
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def config_root() -> str:
-    """The directory holding the config tree (``COCO-Detection/``, ``ADE20K-.../``, ...)."""
-    for candidate in (
-        os.path.join(_HERE, "configs"),
-        os.path.join(os.path.dirname(os.path.dirname(_HERE)), "configs"),
-    ):
-        if os.path.isdir(candidate):
-            return candidate
-    raise RuntimeError(
-        "resnest_dense configs not found: neither resnest_dense/model_zoo/configs nor the "
-        "repository's configs/ exists. Reinstall the package (package_data) or run from a "
-        "source checkout."
-    )
-
-
-def list_configs() -> List[str]:
-    """All config names (relative paths), sorted; ``Base-*`` files excluded."""
-    root = config_root()
-    names = []
-    for dirpath, _, files in os.walk(root, followlinks=True):
-        for f in files:
-            if f.endswith(".yaml") and not f.startswith("Base-"):
-                names.append(os.path.relpath(os.path.join(dirpath, f), root))
-    return sorted(n.replace(os.sep, "/") for n in names)
-
-
-def get_config_file(config_path: str) -> str:
-    """Absolute path of a config given its name relative to ``configs/``.
-
-    Raises:
-        RuntimeError: no such config; the message lists the available ones.
-    """
-    path = os.path.join(config_root(), config_path)
-    if not os.path.isfile(path):
-        raise RuntimeError(
-            f"{config_path} not available in the resnest_dense model zoo. Available: "
-            + ", ".join(list_configs())
-        )
-    return path
 
 
 def get_config(config_path: str, trained: bool = False) -> CfgNode:

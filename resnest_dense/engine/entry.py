@@ -64,7 +64,9 @@ def load_config(
             for unregistered datasets / missing files).
     """
     cfg = get_resnest_cfg(config_file, opts)
-    register_coco_format_datasets(cfg.DATASETS.COCO_FORMAT)
+    register_coco_format_datasets(
+        cfg.DATASETS.COCO_FORMAT, missing_ok=purpose in ("demo", "export")
+    )
     validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
     return cfg
 
