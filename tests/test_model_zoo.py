@@ -493,7 +493,7 @@ def test_convert_encoding_tool_checks_against_config(toy_registry, tmp_path, cap
     assert tool.main([str(src), str(out), "--config", TOY_SEG]) == 0
     converted = torch.load(out)["model"]
     # Exactly the toy config's names and shapes, holding the source checkpoint's values.
-    check_state_dict(converted, W._config_model_state(TOY_SEG))
+    check_state_dict(converted, conversion._config_model_state(TOY_SEG))
     seg = toy_registry["seg"]
     assert torch.equal(
         converted["sem_seg_head.aspp.b4.gap.1.weight"], seg["head.aspp.b4.gap.1.weight"]
