@@ -25,6 +25,7 @@ from detection_helpers import (
     TOY_PREFIX,
     train_net_args,
 )
+from resnest_dense.data.validation import DataCheckError
 from resnest_dense.engine import Trainer, load_config
 
 pytestmark = pytest.mark.usefixtures("toy_set")  # conftest.py
@@ -174,7 +175,10 @@ def test_corrupt_image_is_named(train_net, tmp_path):
         RESNEST_CONFIGS["faster"], *TINY, "OUTPUT_DIR", tmp_path / "out",
         "DATASETS.COCO_FORMAT", entry, "DATASETS.TRAIN", ("corrupt_train",),
         "MODEL.ROI_HEADS.NUM_CLASSES", 1, "DATALOADER.ASPECT_RATIO_GROUPING", False,
+        "DATASETS.TEST", (),
     )  # fmt: skip
-    with pytest.raises(Exception) as e:
+    # Found at start-up (the training set's images are sampled and decoded), not mid-training.
+    with pytest.raises(DataCheckError) as e:
         train_net.main(args)
-    assert "broken.png" in str(e.value)
+    assert "broken.png" in str(e.value) and "expected images PIL can decode" in str(e.value)
+    assert not (tmp_path / "out" / "last_checkpoint").exists()

@@ -4,11 +4,14 @@ from typing import Iterable, List, Sequence
 
 import numpy as np
 
+from ..errors import StartupError
+
 __all__ = ["DataCheckError", "data_error", "describe_datasets", "sample_indices", "shorten"]
 
 
-class DataCheckError(ValueError):
-    """A dataset does not fit the model, or a file does not hold what it should."""
+class DataCheckError(StartupError):
+    """A dataset does not fit the model, or a file does not hold what it should (a
+    :class:`~resnest_dense.errors.StartupError`, so every tool reports it as one message)."""
 
 
 def data_error(subject: str, expected: str, found: str, fix: str) -> DataCheckError:

@@ -70,8 +70,7 @@ _TRAINED_KINDS = {"detection": "coco_detector", "semantic": "ade20k_segmenter"}
 # What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
 # weights, never a bug.
 SETUP_ERRORS = (
-    StartupError,
-    DataCheckError,
+    StartupError,  # DataCheckError, MissingFileError, ... included
     CheckpointMismatchError,
     CheckpointReadError,
     ChecksumMismatchError,
@@ -157,7 +156,8 @@ def check_training_setup(cfg: CfgNode, world_size: Optional[int] = None) -> List
 
 def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     close = sorted(n for n in registered if n.split("_")[0] == name.split("_")[0])
-    examples = sorted(n for n in registered if n.startswith(("toy_", "coco_2017")))
+    examples = sorted(n for n in registered if n.startswith("toy_"))
+    examples += sorted(n for n in registered if n.startswith("coco_2017"))
     hint = f" Similar registered names: {', '.join(close[:8])}." if close else ""
     return (
         f"Dataset {name!r} is not registered (named in DATASETS.{key}).{hint} Registered names "
