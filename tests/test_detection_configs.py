@@ -44,7 +44,14 @@ def test_all_families_present():
             assert f"COCO-InstanceSegmentation/{family}_{b}_FPN_syncBN_1x.yaml" in names
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS)
+# The 101/200-layer twins build the same code paths as the 50-layer ones: full suite only.
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(c, marks=pytest.mark.slow) if "_101_" in c or "_200_" in c else c
+        for c in ALL_CONFIGS
+    ],
+)
 def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
     args = train_net_args(config, *toy_data(config), "OUTPUT_DIR", tmp_path, "MODEL.DEVICE", "meta")
     cfg = train_net.setup(args)

@@ -197,7 +197,14 @@ SEGMENTATION_YAMLS = sorted(
 )
 
 
-@pytest.mark.parametrize("yaml_file", SEGMENTATION_YAMLS, ids=os.path.basename)
+@pytest.mark.parametrize(
+    "yaml_file",
+    [
+        pytest.param(y, marks=pytest.mark.slow) if "_101_" in y or "_200_" in y else y
+        for y in SEGMENTATION_YAMLS
+    ],
+    ids=os.path.basename,
+)
 def test_every_segmentation_yaml_loads_and_builds(yaml_file):
     cfg = segmentation_cfg(yaml_file)
     # Leaf ADE20K configs start from a registry ImageNet backbone; nothing else names weights.
