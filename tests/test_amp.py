@@ -84,8 +84,9 @@ def _step(model, x, targets, dtype):
     "variant,norm,min_cosine",
     [
         ("resnest14d", "FrozenBN", 0.99),
-        ("resnest50d_4s2x40d", "FrozenBN", 0.99),
-        ("resnest26d", "GN", 0.95),  # per-sample statistics: measured 0.985 (bf16)
+        pytest.param("resnest50d_4s2x40d", "FrozenBN", 0.99, marks=pytest.mark.slow),
+        # per-sample statistics: measured 0.985 (bf16)
+        pytest.param("resnest26d", "GN", 0.95, marks=pytest.mark.slow),
         ("resnest14d", "BN", None),  # ill-conditioned at random init (module docstring)
     ],
 )
@@ -110,6 +111,7 @@ def test_autocast_step_matches_float32(variant, norm, min_cosine, dtype):
         assert cosine > min_cosine, (stage, cosine)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("toy_set")
 @pytest.mark.parametrize("precision", ["", "float16"])
 def test_train_net_with_amp(train_net, tmp_path, precision):

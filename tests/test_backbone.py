@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm, ShapeSpec
 from detectron2.modeling import build_backbone
 
 from resnest_dense import add_resnest_config, resolve_fork_backbone_name
@@ -24,11 +24,11 @@ TIMM_VARIANTS = [
     "resnest14d",
     "resnest26d",
     "resnest50d",
-    "resnest101e",
-    "resnest200e",
-    "resnest269e",
-    "resnest50d_1s4x24d",
-    "resnest50d_4s2x40d",
+    pytest.param("resnest101e", marks=pytest.mark.slow),
+    pytest.param("resnest200e", marks=pytest.mark.slow),
+    pytest.param("resnest269e", marks=pytest.mark.slow),
+    pytest.param("resnest50d_1s4x24d", marks=pytest.mark.slow),
+    pytest.param("resnest50d_4s2x40d", marks=pytest.mark.slow),
 ]
 FEATURES = ["res2", "res3", "res4", "res5"]
 
@@ -106,7 +106,9 @@ def test_equals_timm(variant):
         ),
     ],
 )
-@pytest.mark.parametrize("variant", ["resnest14d", "resnest50d_4s2x40d"])
+@pytest.mark.parametrize(
+    "variant", ["resnest14d", pytest.param("resnest50d_4s2x40d", marks=pytest.mark.slow)]
+)
 def test_output_shape_matches_outputs(name, overrides, variant):
     cfg = _cfg(variant, **overrides)
     cfg.MODEL.BACKBONE.NAME = name
@@ -144,6 +146,11 @@ def test_freeze_at(freeze_at):
 def test_norms_train_step(norm):
     cfg = _cfg("resnest14d", **{"MODEL.RESNETS.NORM": norm, "MODEL.BACKBONE.FREEZE_AT": 0})
     model = build_backbone(cfg).train()
+    # The configured norm is the one built, in the bottleneck and inside split attention.
+    want = {"FrozenBN": FrozenBatchNorm2d, "BN": torch.nn.BatchNorm2d, "GN": torch.nn.GroupNorm,
+            "SyncBN": torch.nn.SyncBatchNorm, "naiveSyncBN": NaiveSyncBatchNorm}[norm]  # fmt: skip
+    block = model.res3[0]
+    assert type(block.conv1.norm) is want and type(block.conv2.bn0) is want
     out = model(torch.randn(2, 3, 64, 64))
     loss = sum(v.float().pow(2).mean() for v in out.values())
     loss.backward()
@@ -164,6 +171,7 @@ def test_batch_size_one_training():
     assert out["res5"].shape == (1, 2048, 2, 2)
 
 
+@pytest.mark.slow
 def test_trace_and_onnx_fpn(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

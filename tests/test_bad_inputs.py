@@ -165,6 +165,7 @@ def _train(train_net, out, *opts, resume=False):
     return train_net.main(args)
 
 
+@pytest.mark.slow
 def test_resume_from_a_truncated_checkpoint_names_the_intact_one(train_net, tmp_path):
     _train(train_net, tmp_path, "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2)
     # A checkpoint damaged after it was written (disk, copy): the tag names a bad file.
@@ -178,6 +179,7 @@ def test_resume_from_a_truncated_checkpoint_names_the_intact_one(train_net, tmp_
     assert "echo model_0000001.pth > " in message
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_named_before_the_optimizer(train_net, tmp_path):
     _train(train_net, tmp_path, "SOLVER.MAX_ITER", 2)
     with pytest.raises(CheckpointMismatchError) as info:
@@ -188,6 +190,7 @@ def test_resume_with_a_changed_model_is_named_before_the_optimizer(train_net, tm
     assert "config changed" in message and "new OUTPUT_DIR" in message
 
 
+@pytest.mark.slow
 def test_detectron2_divergence_gets_the_named_error(train_net, tmp_path, monkeypatch):
     """Weights that became non-finite make detectron2's RPN raise "Training has diverged"
     inside the forward; the run stops with the project's message and no checkpoint of it."""

@@ -23,7 +23,7 @@ def _run(*args):
     )
 
 
-@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("nested", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_convert_and_load_into_fpn(tmp_path, nested):
     src = tmp_path / "resnest14d.pth"
     sd = timm.create_model("resnest14d").state_dict()
@@ -52,6 +52,7 @@ def test_convert_and_load_into_fpn(tmp_path, nested):
     )
 
 
+@pytest.mark.slow
 def test_errors_are_clear_and_output_untouched(tmp_path):
     dst = tmp_path / "out.pth"
     proc = _run(tmp_path / "missing.pth", dst, "--variant", "resnest50")

@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog
 
 from detection_helpers import CONFIGS, TOY_PREFIX, train_net_args
 from resnest_dense.engine import Trainer, load_config
+from resnest_dense.layers import SplitAttentionConv2d
 
 ALL_CONFIGS = sorted(
     os.path.relpath(p, CONFIGS)
@@ -43,7 +44,14 @@ def test_all_families_present():
             assert f"COCO-InstanceSegmentation/{family}_{b}_FPN_syncBN_1x.yaml" in names
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS)
+# The 101/200-layer twins build the same code paths as the 50-layer ones: full suite only.
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(c, marks=pytest.mark.slow) if "_101_" in c or "_200_" in c else c
+        for c in ALL_CONFIGS
+    ],
+)
 def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
     args = train_net_args(config, *toy_data(config), "OUTPUT_DIR", tmp_path, "MODEL.DEVICE", "meta")
     cfg = train_net.setup(args)
@@ -58,8 +66,18 @@ def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
             assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
             assert len(model.roi_heads.box_predictor) == 3
         if "_ResNeSt_" in config:
-            assert hasattr(model.backbone.bottom_up.res2[0], "conv2")
             assert cfg.MODEL.WEIGHTS.startswith("resnest://resnest")
+    # Split attention with radix 2 in every bottleneck of a ResNeSt (S) config, none in a ResNet
+    # baseline (a plain ResNet's blocks also have a conv2, so the module type is checked).
+    bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
+    blocks = [b for i in range(2, 6) for b in getattr(bottom_up, f"res{i}")]
+    name = os.path.basename(config)
+    if "_R_" in name:
+        assert not any(isinstance(m, SplitAttentionConv2d) for m in bottom_up.modules()), config
+    elif "_ResNeSt_" in name or "_S_" in name or "_S14_" in name:
+        assert all(
+            isinstance(b.conv2, SplitAttentionConv2d) and b.conv2.radix == 2 for b in blocks
+        ), config
 
 
 def _paper_recipe_configs():

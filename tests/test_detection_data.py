@@ -1,6 +1,7 @@
 """The generated toy COCO set, COCO-format registration and COCO evaluation on it."""
 
 import json
+import math
 import multiprocessing
 import os
 
@@ -115,4 +116,8 @@ def test_evaluator_with_no_predictions_returns_a_dict(tmp_path):
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": empty}])
     results = evaluator.evaluate()
     assert set(results) == {"bbox", "segm"} and "AP" in results["bbox"]
+    # No prediction at all: every metric is NaN (not 0, which would read as "evaluated, missed").
+    for task in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75"} <= set(results[task])
+        assert all(math.isnan(v) for v in results[task].values()), results[task]
     assert coco_eval_backend() == "pycocotools"  # detectron2's _C does not load on 3.11

@@ -151,6 +151,7 @@ def test_outputs_never_overwrite_each_other(demo, tmp_path):
     assert {n: cv2.imread(str(out / n)).shape[:2] for n in os.listdir(out)} == expected
 
 
+@pytest.mark.slow
 def test_coco_config_needs_no_annotation_file(images, tmp_path):
     """The COCO config as shipped (DATASETS.TEST coco_2017_val) with no COCO data anywhere."""
     datasets = tmp_path / "datasets"

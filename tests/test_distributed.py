@@ -36,6 +36,9 @@ from detection_helpers import (
 )
 from resnest_dense.engine import Trainer, setup
 
+# Every test here starts two processes (or two train_net.py subprocesses) and trains.
+pytestmark = pytest.mark.slow
+
 # Tolerance of the 1-process vs 2-process comparison, elementwise |a - b| <= ATOL + RTOL * |b|
 # with ATOL relative to the largest value of the model (float32 sums taken in another order;
 # measured: max |a - b| = 2e-7 x the largest gradient, see docs/training.md).

@@ -58,6 +58,7 @@ def _checkpoints_are_complete(out):
     return names
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reproduces_losses(train_net, toy_root, tmp_path):
     opts = [*TINY, *NO_EVAL, "SOLVER.MAX_ITER", 8, "SOLVER.CHECKPOINT_PERIOD", 2]
     # Uninterrupted reference run.
@@ -107,7 +108,9 @@ def test_sigkill_then_resume_reproduces_losses(train_net, toy_root, tmp_path):
     assert final["iteration"] == 7
 
 
-@pytest.mark.parametrize("check", [True, False], ids=["check", "no_check"])
+@pytest.mark.parametrize(
+    "check", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["check", "no_check"]
+)
 def test_nonfinite_loss_is_named(train_net, toy_root, tmp_path, monkeypatch, check):
     losses = RPN.losses
 
@@ -166,7 +169,9 @@ def test_missing_image_files(train_net, toy_root, tmp_path):
         train_net.main(train_net_args(CONFIG, *TINY, *NO_EVAL, *opts, "OUTPUT_DIR", tmp_path))
 
 
-@pytest.mark.parametrize("skip", [False, True], ids=["fail", "skip"])
+@pytest.mark.parametrize(
+    "skip", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["fail", "skip"]
+)
 def test_corrupt_image(train_net, toy_root, tmp_path, caplog, skip):
     files = ["broken.png", "good1.png", "good2.png", "good3.png"]
     opts = _coco_dataset(tmp_path, f"corrupt_{skip}_train", files, broken={"broken.png"})

@@ -388,6 +388,7 @@ def test_fewer_gpus_than_processes_refused(clean_env):
     assert not dist.is_initialized()
 
 
+@pytest.mark.slow
 def test_single_process_torchrun(tmp_path):
     """A one-process torchrun environment: gloo group, local group, main, teardown (in a fresh
     process: detectron2 keeps the local group in a module global for the process's life)."""

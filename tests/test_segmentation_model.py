@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import SemanticSegmentor, build_model
 
 from segmentation_helpers import segmentation_cfg, tiny_cfg, tiny_model
@@ -49,9 +50,22 @@ def test_atrous_rates_follow_output_stride(output_stride, rates):
 def test_losses_and_inference_shapes(backbone):
     model = tiny_model(backbone)
     # Sizes that are not multiples of the output stride are padded (labels with 255).
-    losses = model(_inputs(h=61, w=75))
+    inputs = _inputs(h=61, w=75)
+    torch.manual_seed(3)  # same dropout masks in both forward passes
+    losses = model(inputs)
     assert set(losses) == {"loss_sem_seg", "loss_sem_seg_aux"}
     assert all(torch.isfinite(v) for v in losses.values())
+    # The same batch padded by hand to 64 x 80 (black image, ignored labels): the same losses.
+    padded = [
+        {
+            "image": F.pad(d["image"], (0, 5, 0, 3)),
+            "sem_seg": F.pad(d["sem_seg"], (0, 5, 0, 3), value=255),
+        }
+        for d in inputs
+    ]
+    torch.manual_seed(3)
+    for key, value in model(padded).items():
+        torch.testing.assert_close(value, losses[key], msg=key)
     model.eval()
     out = model(_inputs(labels=False, h=61, w=75))
     assert out[0]["sem_seg"].shape == (4, 61, 75)
@@ -97,16 +111,26 @@ def test_multiscale_flip_and_sliding_window():
         flipped = model([image])[0]["sem_seg"]
         model.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
         multi = model([image])[0]["sem_seg"]
+        others = []
+        for scale in (0.5, 0.75, 1.25, 1.5, 1.75):
+            model.scales = (scale,)
+            others.append(model([image])[0]["sem_seg"])
         # Windows of 48 px at a step of 32 cover the 100-px-long image: 2 x 3 windows.
         model.scales, model.flip, model.base_size, model.crop_size = (1.0,), False, 100, 48
         calls = []
         handle = model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
         tiled = model([image])[0]["sem_seg"]
         handle.remove()
+        # The top-left 32 x 32 pixels are covered by the first window only.
+        model.base_size, model.crop_size = 0, 0
+        corner = model([{"image": image["image"][:, :48, :48]}])[0]["sem_seg"]
     torch.testing.assert_close(flipped, single + mirrored, rtol=1e-4, atol=1e-4)
     assert multi.shape == tiled.shape == (4, 72, 100)
     assert torch.isfinite(multi).all() and torch.isfinite(tiled).all()
+    # Multi-scale logits are the sum of each scale's logits resized to the image.
+    torch.testing.assert_close(multi, flipped + sum(others), rtol=1e-4, atol=1e-4)
     assert len(calls) == 6 and all(tuple(s[-2:]) == (48, 48) for s in calls)
+    torch.testing.assert_close(tiled[:, :32, :32], corner[:, :32, :32], rtol=1e-4, atol=1e-4)
 
 
 def test_window_as_large_as_the_image_equals_whole_image():
