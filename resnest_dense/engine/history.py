@@ -19,9 +19,9 @@ __all__ = ["LossHistoryHook", "read_loss_history", "truncate_loss_history"]
 class LossHistoryHook(HookBase):
     """Appends each iteration's loss terms, unsmoothed, right after the step (main process).
 
-    The trainer registers it before the checkpoint hook, so a checkpoint of iteration ``k`` is
-    only written once the losses of iterations ``<= k`` are in the file: a run killed at any
-    moment and resumed keeps a complete record.
+    The trainer registers it first, so the losses of iteration ``k`` are in the file before
+    any other hook of that iteration runs (PreciseBN, the checkpoint of ``k``, evaluation): a
+    run killed at any moment and resumed keeps a complete record.
     """
 
     def __init__(self, path: str):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -157,14 +157,11 @@ class Trainer(DefaultTrainer):
         return model
 
     def build_hooks(self):
-        """detectron2's hooks, with the loss record written before the checkpoint hook."""
+        """detectron2's hooks, the loss record first: written right after each step, before
+        PreciseBN, checkpoints and evaluation."""
         built = super().build_hooks()
         if comm.is_main_process():
-            at = next(
-                (i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicCheckpointer)),
-                len(built),
-            )
-            built.insert(at, LossHistoryHook(self._loss_history_path()))
+            built.insert(0, LossHistoryHook(self._loss_history_path()))
         return built
 
     def resume_or_load(self, resume: bool = True) -> None:
