@@ -32,7 +32,6 @@ from resnest_dense.data.polygons import (
     filter_dataset_dicts,
     polygon_problems,
 )
-from resnest_dense.engine.semseg import load_sem_seg_label
 from resnest_dense.data.validation import (
     CheckedMapper,
     CheckedSemSegLoader,
@@ -675,9 +674,14 @@ def test_checked_sem_seg_loader_in_evaluator(tmp_path, register):
     dicts = _sem_seg_set(tmp_path, [_label([0, 1, 2]), _label([0, 3, 255])])
     name = register.dicts(dicts, stuff_classes=["a", "b", "c"], ignore_label=255)
     pred = {"sem_seg": torch.zeros(3, 8, 10)}
-    # The unchecked loader (detectron2's, made NumPy-2-safe in engine/semseg.py) counts the
+
+    # An unchecked loader counts the
     # out-of-range 3 as another class: a silent mIoU change.
-    plain = SemSegEvaluator(name, distributed=False, sem_seg_loading_fn=load_sem_seg_label)
+    def raw_values(filename, dtype=int):  # what an unchecked loader reads (e.g. palette indices)
+        with Image.open(filename) as label:
+            return np.asarray(label, dtype=dtype)
+
+    plain = SemSegEvaluator(name, distributed=False, sem_seg_loading_fn=raw_values)
     plain.reset()
     plain.process(dicts, [pred, pred])
     assert plain.evaluate()["sem_seg"]["mIoU"] < 100

@@ -25,7 +25,6 @@ from detectron2.data import transforms as T
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
-from detectron2.utils.file_io import PathManager
 from PIL import Image, ImageFilter
 
 from ..data.validation import CheckedSemSegLoader
@@ -149,12 +148,6 @@ def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer
 def build_semseg_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
     """``WarmupPolyLR`` when ``SOLVER.LR_SCHEDULER_NAME`` says so, detectron2's otherwise."""
     return build_lr_scheduler(cfg, optimizer)
-
-
-def load_sem_seg_label(filename: str, dtype=int) -> np.ndarray:
-    """Read a label PNG as an ``(H, W)`` array of ``dtype``."""
-    with PathManager.open(filename, "rb") as f:
-        return np.asarray(Image.open(f), dtype=dtype)
 
 
 def build_semseg_evaluator(cfg, dataset_name: str, output_dir=None) -> SemSegEvaluator:
