@@ -95,6 +95,28 @@ def test_runs_on_a_checkpoint(demo, images, tmp_path):
     assert os.listdir(out) == ["single.png"]
 
 
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        (lambda m: {k: v for k, v in m.items() if k.startswith("backbone.")}, "missing"),
+        (lambda m: {**m, "roi_heads.box_predictor.cls_score.bias": torch.zeros(7)}, "wrong shape"),
+    ],
+    ids=["backbone_only", "other_num_classes"],
+)
+def test_refuses_a_checkpoint_that_does_not_fit(demo, images, tmp_path, capsys, change, key):
+    """Demos load strictly: a file that does not cover the model is named, nothing written."""
+    model = Trainer.build_model(load_config(CONFIG, TINY))
+    weights = tmp_path / "model.pth"
+    torch.save({"model": change(model.state_dict())}, weights)
+    out = tmp_path / "out"
+    argv = ["--config-file", CONFIG, "--input", images[1], "--output", str(out)]
+    opts = [str(o) for o in TINY] + ["MODEL.WEIGHTS", str(weights)]
+    assert demo.main(argv + ["--opts", *opts]) == 2
+    err = capsys.readouterr().err
+    assert f"The weights {weights} do(es) not fit the model" in err and key in err
+    assert not out.exists()
+
+
 def _run(demo, inputs, out, *opts, weights=None):
     argv = ["--config-file", CONFIG, "--input", *map(str, inputs), "--output", str(out)]
     argv += ["--confidence-threshold", "0.0"]
