@@ -9,10 +9,12 @@ import os
 import cv2
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from resnest_dense.data.sem_seg_format import register_sem_seg_format_datasets
 from resnest_dense.data.validation import DataCheckError
+from resnest_dense.engine.class_names import CHECKPOINT_KEY
 from resnest_dense.engine.entry import load_config
 from resnest_dense.errors import MissingFileError, StartupError
 
@@ -89,13 +91,19 @@ def test_train_net_trains_and_evaluates(train_net, tmp_path):
         [train, *_write_set(tmp_path / "train", stems=("t0", "t1", "t2", "t3"))],
         [val, *_write_set(tmp_path / "val", stems=("v0", "v1"), size=(64, 80), ext="png")],
     ]
+    colours = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
+    with open(os.path.join(entries[0][2], "classes.json"), "w") as f:
+        json.dump({"classes": CLASSES, "colors": colours}, f)
     out = tmp_path / "run"
     args = train_net_args(
         TOY_YAML, *OPTS, "DATASETS.SEM_SEG_FORMAT", entries, "DATASETS.TRAIN", (train,),
         "DATASETS.TEST", (val,), "OUTPUT_DIR", out,
     )  # fmt: skip
     train_net.main(args)
-    assert (out / "model_final.pth").is_file()
+    # The demo's legend source: the training set's names and colours in the checkpoint.
+    stored = torch.load(out / "model_final.pth", weights_only=False)[CHECKPOINT_KEY]
+    assert stored["stuff_classes"] == CLASSES
+    assert [list(c) for c in stored["stuff_colors"]] == colours
     saved = json.load(open(out / "results.json"))
     miou = saved["per_dataset"][val]["sem_seg"]["mIoU"]
     assert 0.0 <= miou <= 100.0
@@ -116,6 +124,13 @@ def _bad_set(tmp_path, problem):
     if problem == "ignore value is a class":
         (labels / "classes.json").write_text(json.dumps({"classes": CLASSES, "ignore_value": 1}))
         return [_name(tmp_path), image_root, label_root], "'ignore_value' 1 is the index of class"
+    if problem == "ignore value above 255":
+        (labels / "classes.json").write_text(json.dumps({"classes": CLASSES, "ignore_value": 256}))
+        return [
+            _name(tmp_path),
+            image_root,
+            label_root,
+        ], "'ignore_value' to be an integer in 0..255"
     if problem == "image without label":
         os.remove(labels / "b.png")
         return [_name(tmp_path), image_root, label_root], "b.jpg"
@@ -140,6 +155,7 @@ def _bad_set(tmp_path, problem):
         ("missing classes.json", MissingFileError),
         ("malformed classes.json", StartupError),
         ("ignore value is a class", StartupError),
+        ("ignore value above 255", StartupError),
         ("image without label", StartupError),
         ("label without image", StartupError),
         ("label value out of range", DataCheckError),

@@ -6,7 +6,7 @@ Layout of one entry ``[name, image_root, label_root]``::
 
     image_root/  a.jpg  b.png  sub/c.jpg ...   (any of IMAGE_EXTENSIONS)
     label_root/  a.png  b.png  sub/c.png ...   (one class index per pixel, 0..N-1, or the ignore
-                                                value; 8- or 16-bit single-channel PNG)
+                                                value; 8-bit single-channel PNG)
     label_root/classes.json                     {"classes": ["sky", "road", ...],
                                                  "ignore_value": 255,         (optional, 255)
                                                  "colors": [[r, g, b], ...]}  (optional)
@@ -101,9 +101,11 @@ def read_classes_file(path: str, name: str = "?") -> Dict:
     if duplicates:
         raise StartupError(f"{where}: class names must be unique; repeated: {duplicates}.")
     ignore = data.get("ignore_value", DEFAULT_IGNORE_VALUE)
-    if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < 0:
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255:
+        # Label maps are 8-bit PNGs (resnest_dense.data.image_checks.read_sem_seg_label).
         raise StartupError(
-            f"{where}: expected 'ignore_value' to be an integer >= 0 (e.g. 255); found {ignore!r}."
+            f"{where}: expected 'ignore_value' to be an integer in 0..255, as the 8-bit label "
+            f"PNGs hold (e.g. 255); found {ignore!r}."
         )
     if ignore < len(classes):
         raise StartupError(
