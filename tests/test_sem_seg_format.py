@@ -72,10 +72,8 @@ def test_registration_and_metadata(tmp_path):
     assert meta.stuff_colors == [tuple(c) for c in colours]
     assert (meta.image_root, meta.sem_seg_root) == (image_root, label_root)
     dicts = DatasetCatalog.get(name)
-    pairs = [
-        (os.path.relpath(d["file_name"], image_root), os.path.relpath(d["sem_seg_file_name"], label_root))
-        for d in dicts
-    ]  # fmt: skip
+    pairs = [(d["file_name"], d["sem_seg_file_name"]) for d in dicts]
+    pairs = [(os.path.relpath(i, image_root), os.path.relpath(g, label_root)) for i, g in pairs]
     assert pairs == [("a.jpg", "a.png"), ("b.jpg", "b.png"), ("sub/c.jpg", "sub/c.png")]
     # Registering the same entry again (e.g. in every worker) is harmless; other files are not.
     assert register_sem_seg_format_datasets([entry]) == [name]
