@@ -47,9 +47,10 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
 
     Backbone keys go to ``MODEL.RESNETS``; segmentation keys to ``MODEL.RESNETS``,
     ``MODEL.SEM_SEG_HEAD``, ``INPUT``, ``TEST.SEM_SEG`` and ``SOLVER``; tool keys are
-    ``TEST.FAST_INFERENCE``, ``DATASETS.COCO_FORMAT``, ``DATALOADER.SKIP_CORRUPT_IMAGES``,
-    ``SOLVER.CHECK_FINITE_LOSS`` and ``SOLVER.AMP.PRECISION``. Calling it twice (or after
-    detectron2's ``add_deeplab_config``) is harmless: values already set are kept.
+    ``TEST.FAST_INFERENCE``, ``DATASETS.COCO_FORMAT`` / ``SEM_SEG_FORMAT``,
+    ``DATALOADER.SKIP_CORRUPT_IMAGES``, ``SOLVER.CHECK_FINITE_LOSS`` and ``SOLVER.AMP.PRECISION``.
+    Calling it twice (or after detectron2's ``add_deeplab_config``) is harmless: values already
+    set are kept.
     """
     r = cfg.MODEL.RESNETS
     # Number of splits per cardinal group in split attention (1: sigmoid gate, >1: softmax).
@@ -134,6 +135,9 @@ def _add_tool_keys(cfg: CfgNode) -> None:
     # triples, e.g. [["shapes_train", "data/train.json", "data/train"]]; the names can then be
     # used in DATASETS.TRAIN / DATASETS.TEST and are evaluated with COCO AP.
     _set_default(cfg.DATASETS, "COCO_FORMAT", [])
+    # Semantic-segmentation folders to register, as [name, image_root, label_root] with
+    # <label_root>/classes.json (resnest_dense.data.sem_seg_format); evaluated with mIoU.
+    _set_default(cfg.DATASETS, "SEM_SEG_FORMAT", [])
     # Skip unreadable training images with a counted warning instead of failing.
     _set_default(cfg.DATALOADER, "SKIP_CORRUPT_IMAGES", False)
     # Stop with a clear error when a loss becomes NaN/inf (iteration and loss terms named).

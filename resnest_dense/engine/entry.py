@@ -3,8 +3,9 @@
 ``tools/train_net.py``, both demos, ``tools/reproduce.py`` and the export tool call
 :func:`load_config` (and ``train_net`` :func:`setup` on top of it), so a config is always built
 the same way: :func:`resnest_dense.config.get_resnest_cfg` (keys, file, options, fork names) ->
-``DATASETS.COCO_FORMAT`` registration -> :func:`resnest_dense.engine.checks.validate` (device,
-norms, datasets, weights, batch), which fails with one clear message before any work is done.
+``DATASETS.COCO_FORMAT`` / ``SEM_SEG_FORMAT`` registration ->
+:func:`resnest_dense.engine.checks.validate` (device, norms, datasets, weights, batch), which
+fails with one clear message before any work is done.
 """
 
 import argparse
@@ -19,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import get_resnest_cfg
 from ..data.coco_format import register_coco_format_datasets
+from ..data.sem_seg_format import register_sem_seg_format_datasets
 from .checks import validate
 
 __all__ = ["argument_parser", "load_config", "setup"]
@@ -66,6 +68,9 @@ def load_config(
     cfg = get_resnest_cfg(config_file, opts)
     register_coco_format_datasets(
         cfg.DATASETS.COCO_FORMAT, missing_ok=purpose in ("demo", "export")
+    )
+    register_sem_seg_format_datasets(
+        cfg.DATASETS.SEM_SEG_FORMAT, missing_ok=purpose in ("demo", "export")
     )
     validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
     return cfg
