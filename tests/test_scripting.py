@@ -16,6 +16,7 @@ import resnest_dense
 from resnest_dense.layers import SplitAttentionConv2d
 from resnest_dense.modeling.backbone.resnest import ResNeStBottleneckBlock
 from resnest_dense.modeling.backbone.variants import variant_opts
+from resnest_dense.utils import optimize_for_inference
 
 FEATURES = ["res2", "res3", "res4", "res5"]
 ATOL = 1e-5
@@ -65,18 +66,17 @@ def test_split_attention_scripted_equals_eager(radix, cardinality, channels_last
     assert got.is_contiguous(memory_format=fmt) == want.is_contiguous(memory_format=fmt)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
 # Without avd the split-attention conv itself has stride 2; with it, a pool before or after does.
 @pytest.mark.parametrize(
     "avd,avd_first,avg_down", [(False, False, False), (True, False, True), (True, True, True)]
 )
-def test_block_scripted_equals_eager(avd, avd_first, avg_down, channels_last):
+def test_block_scripted_equals_eager(avd, avd_first, avg_down):
     block = ResNeStBottleneckBlock(
         16, 32, bottleneck_channels=8, stride=2, radix=2, num_groups=2, avd=avd,
         avd_first=avd_first, avg_down=avg_down,
     )  # fmt: skip
     block = _randomize_norms(block).eval()
-    x = _to_memory_format(torch.randn(2, 16, 12, 12), block, channels_last)
+    x = torch.randn(2, 16, 12, 12)
     scripted = torch.jit.script(block)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), block(x), rtol=0, atol=ATOL)
@@ -97,6 +97,17 @@ def test_resnest14_backbone_scripted_equals_eager(norm, channels_last, grad_chec
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=ATOL, msg=name)
     # Scripting works on a copy: the eager model keeps its stage attributes and names.
     assert "res2.0.conv2.fc1.weight" in model.state_dict()
+
+
+def test_fast_inference_backbone_scripts():
+    """The BN-folded, channels_last fast path (TEST.FAST_INFERENCE) scripts to the same outputs."""
+    model = optimize_for_inference(_backbone("BN"))
+    x = torch.randn(2, 3, 64, 64)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        want, got = model(x), scripted(x)
+    for name in FEATURES:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=ATOL, msg=name)
 
 
 def test_scripted_block_refuses_to_checkpoint_in_training():
