@@ -49,6 +49,12 @@ class SplitAttentionConv2d(nn.Module):
 
     Submodule names (``conv``, ``bn0``, ``fc1``, ``bn1``, ``fc2``) equal the official ResNeSt,
     timm and detectron2-ResNeSt ones, so their state dicts load without renaming.
+
+    The layer compiles with ``torch.jit.script`` (and its scripted forward equals the eager one,
+    NHWC path included) with BN, FrozenBN and GN. SyncBN (``nn.SyncBatchNorm``, detectron2's
+    ``NaiveSyncBatchNorm``) does not: its forward asks ``torch.distributed`` for the process
+    group, which TorchScript cannot compile. Scripting then raises an error that says how to
+    convert the norms for export.
     """
 
     def __init__(
@@ -123,6 +129,22 @@ class SplitAttentionConv2d(nn.Module):
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(fc.bias)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def __prepare_scriptable__(self) -> "SplitAttentionConv2d":
+        # torch.jit.script calls this on every submodule before compiling anything, so a SyncBN
+        # model fails here with a fix instead of deep inside torch.distributed.
+        for name in ("bn0", "bn1"):
+            norm = getattr(self, name)
+            if isinstance(norm, (nn.SyncBatchNorm, NaiveSyncBatchNorm)):
+                raise RuntimeError(
+                    f"SplitAttentionConv2d.{name} is {type(norm).__name__}, which torch.jit.script "
+                    "cannot compile (its forward queries torch.distributed). For export, convert "
+                    "SyncBN to a plain norm first: model = detectron2.layers.FrozenBatchNorm2d."
+                    "convert_frozen_batchnorm(model) (same weights, same eval-mode outputs), or "
+                    "build the model with MODEL.RESNETS.NORM BN or FrozenBN and load the same "
+                    "checkpoint (SyncBN and BN share parameter names)."
+                )
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """

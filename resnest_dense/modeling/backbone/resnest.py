@@ -123,6 +123,7 @@ class ResNeStBottleneckBlock(CNNBlockBase):
             dropblock_prob: DropBlock probability after each norm of the residual branch.
             grad_checkpoint: in training, keep only the block's input and recompute its
                 activations during backward (less memory, about one more forward of compute).
+                Eager only: a ``torch.jit.script``-ed block raises if it would checkpoint.
         """
         super().__init__(in_channels, out_channels, stride)
         self.grad_checkpoint = grad_checkpoint
@@ -178,13 +179,19 @@ class ResNeStBottleneckBlock(CNNBlockBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpoint and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(
-                self._forward,
-                x,
-                use_reentrant=False,
-                context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self)),
-            )
+            return self._checkpointed_forward(x)
         return self._forward(x)
+
+    # TorchScript cannot compile activation checkpointing (a lambda, a context manager); it is a
+    # training-only path, so a scripted block keeps the eval forward and raises here if asked.
+    @torch.jit.unused
+    def _checkpointed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(
+            self._forward,
+            x,
+            use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self)),
+        )
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
