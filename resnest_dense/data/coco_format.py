@@ -5,10 +5,10 @@ import logging
 import os
 from typing import List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from ..errors import MissingFileError, StartupError
+from .registration import already_registered
 
 __all__ = ["register_coco_format_datasets"]
 
@@ -57,15 +57,10 @@ def register_coco_format_datasets(entries, missing_ok: bool = False) -> List[str
                 logger.warning("%s; not registered.", message)
                 continue
             raise MissingFileError(message)
-        if name in DatasetCatalog.list():
-            meta = MetadataCatalog.get(name)
-            if meta.get("json_file") == json_file and meta.get("image_root") == image_root:
-                names.append(name)
-                continue
-            raise StartupError(
-                f"DATASETS.COCO_FORMAT: dataset name {name!r} is already registered with other "
-                "files; choose another name"
-            )
+        files = {"json_file": json_file, "image_root": image_root}
+        if already_registered("DATASETS.COCO_FORMAT", name, files):
+            names.append(name)
+            continue
         register_coco_instances(name, {}, json_file, image_root)
         logger.info("Registered COCO-format dataset %s: %s, %s", name, json_file, image_root)
         names.append(name)

@@ -26,6 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import MissingFileError, StartupError
+from .registration import already_registered
 
 __all__ = [
     "CLASSES_FILE",
@@ -236,15 +237,9 @@ def register_sem_seg_format_datasets(entries, missing_ok: bool = False) -> List[
                 logger.warning("%s Not registered.", e)
                 continue
             raise
-        if name in DatasetCatalog.list():
-            meta = MetadataCatalog.get(name)
-            if meta.get("image_root") == image_root and meta.get("sem_seg_root") == label_root:
-                names.append(name)
-                continue
-            raise StartupError(
-                f"{_KEY}: dataset name {name!r} is already registered with other files; choose "
-                "another name"
-            )
+        if already_registered(_KEY, name, {"image_root": image_root, "sem_seg_root": label_root}):
+            names.append(name)
+            continue
         DatasetCatalog.register(
             name, lambda n=name, i=image_root, g=label_root: load_sem_seg_folder(n, i, g)
         )
