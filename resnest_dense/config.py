@@ -12,14 +12,18 @@ checks on top of it (:func:`resnest_dense.engine.load_config`).
 
 import logging
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode, get_cfg
 
 from .errors import ConfigKeyError, MissingFileError, StartupError
 
 __all__ = [
+    "SEM_SEG_ARCHITECTURES",
     "add_resnest_config",
+    "cfg_value",
+    "class_count_keys",
+    "is_semantic_segmentation",
     "add_resnest_segmentation_config",
     "get_resnest_cfg",
     "merge_config",
@@ -233,3 +237,39 @@ def resolve_fork_backbone_name(cfg: CfgNode) -> CfgNode:
         )
         cfg.MODEL.BACKBONE.NAME = new
     return cfg
+
+
+# Meta-architectures whose output is a per-pixel class map (the DeepLabV3 recipe of this project).
+SEM_SEG_ARCHITECTURES = ("SemanticSegmentor", "MultiScaleSemanticSegmentor")
+# Per meta-architecture, the key of the number of "thing" classes the model predicts.
+_THING_CLASS_KEYS = {
+    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
+    "PanopticFPN": "MODEL.ROI_HEADS.NUM_CLASSES",
+    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+}
+
+
+def cfg_value(cfg: CfgNode, dotted: str):
+    """The value of a dotted key, e.g. ``cfg_value(cfg, "MODEL.ROI_HEADS.NUM_CLASSES")``."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def is_semantic_segmentation(cfg: CfgNode) -> bool:
+    """True for configs whose model is a (multi-scale) semantic segmentor."""
+    return cfg.MODEL.META_ARCHITECTURE in SEM_SEG_ARCHITECTURES
+
+
+def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
+    """``(config key, dataset metadata attribute)`` pairs that must agree for ``cfg``'s model,
+    e.g. ``[("MODEL.ROI_HEADS.NUM_CLASSES", "thing_classes")]``; empty for class-agnostic or
+    unknown meta-architectures. The first pair is the model's main output."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    keys = []
+    if arch in _THING_CLASS_KEYS:
+        keys.append((_THING_CLASS_KEYS[arch], "thing_classes"))
+    if arch in SEM_SEG_ARCHITECTURES or arch == "PanopticFPN":
+        keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
+    return keys

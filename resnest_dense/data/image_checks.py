@@ -25,11 +25,11 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ..config import is_semantic_segmentation
 from .check_errors import DataCheckError, data_error, describe_datasets, sample_indices, shorten
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE",
-    "SEM_SEG_ARCHITECTURES",
     "CheckedMapper",
     "CheckedSemSegLoader",
     "UnreadableImageTracker",
@@ -50,13 +50,12 @@ DEFAULT_SAMPLE_SIZE = 32
 _EXIF_ORIENTATION = 274
 # EXIF orientations that swap width and height (transpose, rotate 90 / 270, transverse).
 _SWAPS_AXES = {5, 6, 7, 8}
+
+
 # Meta-architectures whose targets are label maps (MODEL.SEM_SEG_HEAD.NUM_CLASSES classes).
-SEM_SEG_ARCHITECTURES = ("SemanticSegmentor", "MultiScaleSemanticSegmentor")
-
-
 def sem_seg_label_range(cfg) -> Optional[Tuple[int, int]]:
     """``(NUM_CLASSES, IGNORE_VALUE)`` of a semantic-segmentation config, else None."""
-    if cfg.MODEL.META_ARCHITECTURE not in SEM_SEG_ARCHITECTURES:
+    if not is_semantic_segmentation(cfg):
         return None
     return int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES), int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
 

@@ -26,6 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import MissingFileError, StartupError
+from ..utils.image_inputs import IMAGE_EXTENSIONS
 from .registration import already_registered
 
 __all__ = [
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.json"
 DEFAULT_IGNORE_VALUE = 255
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_EXTENSION = ".png"
 _KEY = "DATASETS.SEM_SEG_FORMAT"
 # How many unpaired files an error message names.
@@ -172,20 +172,16 @@ def load_sem_seg_folder(name: str, image_root: str, label_root: str) -> List[Dic
             f"{_KEY}: dataset {name!r} has no image in {image_root!r} (expected files ending in "
             f"{', '.join(IMAGE_EXTENSIONS)})."
         )
-    without_label = sorted(set(images) - set(labels))
-    if without_label:
-        raise StartupError(
-            f"{_KEY}: dataset {name!r}: {len(without_label)} of {len(images)} images have no "
-            f"label PNG of the same name in {label_root!r}: {_describe(without_label, images)}. "
-            "Add the labels or remove those images."
-        )
-    without_image = sorted(set(labels) - set(images))
-    if without_image:
-        raise StartupError(
-            f"{_KEY}: dataset {name!r}: {len(without_image)} label PNG(s) have no image of the "
-            f"same name in {image_root!r}: {_describe(without_image, labels)}. Add the images or "
-            "remove those labels."
-        )
+    for have, kind, other, other_root, fix in (
+        (images, "images have no label PNG", labels, label_root, "Add the labels or remove "),
+        (labels, "label PNG(s) have no image", images, image_root, "Add the images or remove "),
+    ):
+        unpaired = sorted(set(have) - set(other))
+        if unpaired:
+            raise StartupError(
+                f"{_KEY}: dataset {name!r}: {len(unpaired)} of {len(have)} {kind} of the same "
+                f"name in {other_root!r}: {_describe(unpaired, have)}. {fix}those files."
+            )
     return [{"file_name": images[key], "sem_seg_file_name": labels[key]} for key in sorted(images)]
 
 

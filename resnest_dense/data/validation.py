@@ -41,10 +41,10 @@ from detectron2.data.build import (
     get_detection_dataset_dicts,
 )
 
+from ..config import class_count_keys, cfg_value
 from .check_errors import DataCheckError, data_error, describe_datasets, shorten
 from .coco_json import check_dataset_source, validate_coco_json
 from .image_checks import (
-    SEM_SEG_ARCHITECTURES,
     DEFAULT_SAMPLE_SIZE,
     CheckedMapper,
     CheckedSemSegLoader,
@@ -78,7 +78,6 @@ __all__ = [
     "filter_dataset_dicts",
     "check_evaluation_polygons",
     "load_checked_dataset_dicts",
-    "model_class_keys",
     "read_sem_seg_label",
     "sem_seg_label_range",
     "validate_coco_json",
@@ -86,34 +85,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_THING_KEYS = {
-    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
-    "PanopticFPN": "MODEL.ROI_HEADS.NUM_CLASSES",
-    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
-}
-
-
-def _cfg_get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 # --------------------------------------------------------------------------- classes and masks
-
-
-def model_class_keys(cfg) -> List[Tuple[str, str]]:
-    """``(config key, metadata attribute)`` pairs whose lengths must agree for ``cfg``'s model,
-    e.g. ``[("MODEL.ROI_HEADS.NUM_CLASSES", "thing_classes")]``; empty for class-agnostic or
-    unknown meta-architectures."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    keys = []
-    if arch in _THING_KEYS:
-        keys.append((_THING_KEYS[arch], "thing_classes"))
-    if arch in SEM_SEG_ARCHITECTURES or arch == "PanopticFPN":
-        keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
-    return keys
 
 
 def _category_ids(dataset_dicts: Sequence[Dict]) -> Tuple[np.ndarray, np.ndarray]:
@@ -148,8 +120,8 @@ def check_num_classes(
     Raises:
         DataCheckError: naming key, dataset, both counts and the fix.
     """
-    for key, attr in model_class_keys(cfg):
-        expected = int(_cfg_get(cfg, key))
+    for key, attr in class_count_keys(cfg):
+        expected = int(cfg_value(cfg, key))
         for name in dataset_names:
             classes = MetadataCatalog.get(name).get(attr)
             if classes is None:

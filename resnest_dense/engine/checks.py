@@ -14,7 +14,7 @@ Start-up checks:
   math computed with all-reduce, which also accepts empty batches (zero mask-head inputs);
 * :func:`check_training_setup`: images per worker vs the backbone norm, batch vs processes,
   mixed-precision settings;
-* :func:`check_datasets`: dataset names registered, their files present;
+* :func:`check_dataset_files`: dataset names registered, their files present;
 * :func:`check_weights`: ``MODEL.WEIGHTS`` exists; for evaluation and demos it must name a
   trained model (not empty, not an ImageNet backbone), unless random weights are allowed;
 * the data itself (classes vs model, masks, labels, images, ground truth):
@@ -35,6 +35,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from ..config import cfg_value, is_semantic_segmentation
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
@@ -49,7 +50,7 @@ __all__ = [
     "StartupError",
     "SafeMapper",
     "adapt_norms_for_device",
-    "check_datasets",
+    "check_dataset_files",
     "check_finite_losses",
     "check_training_setup",
     "check_weights",
@@ -66,7 +67,7 @@ _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
 # Registry kinds of trained models, by the meta-architecture family they fit.
-_TRAINED_KINDS = {"detection": "coco_detector", "semantic": "ade20k_segmenter"}
+_TRAINED_KINDS = {False: "coco_detector", True: "ade20k_segmenter"}  # by is_semantic_segmentation
 # What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
 # weights, never a bug.
 SETUP_ERRORS = (
@@ -86,13 +87,6 @@ def _norm_keys(cfg: CfgNode, prefix: str = "") -> Iterable[str]:
             yield f"{prefix}{key}"
 
 
-def _get(cfg: CfgNode, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def _set(cfg: CfgNode, dotted: str, value) -> None:
     *path, leaf = dotted.split(".")
     node = cfg
@@ -110,7 +104,7 @@ def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> Li
     world_size = comm.get_world_size() if world_size is None else world_size
     if cfg.MODEL.DEVICE != "cpu" or world_size <= 1:
         return []
-    changed = [k for k in _norm_keys(cfg) if _get(cfg, k) == "SyncBN"]
+    changed = [k for k in _norm_keys(cfg) if cfg_value(cfg, k) == "SyncBN"]
     for key in changed:
         _set(cfg, key, "naiveSyncBN_N")
     if changed:
@@ -167,7 +161,7 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     )
 
 
-def check_datasets(cfg: CfgNode, train: bool = True) -> List[StartupError]:
+def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     """Problems of the datasets named by ``cfg``: unregistered names, missing files.
 
     Args:
@@ -209,10 +203,6 @@ def check_datasets(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     return problems
 
 
-def _model_family(cfg: CfgNode) -> str:
-    return "semantic" if cfg.MODEL.META_ARCHITECTURE.endswith("SemanticSegmentor") else "detection"
-
-
 def check_weights(
     cfg: CfgNode, purpose: str = "train", allow_random: bool = False
 ) -> List[StartupError]:
@@ -243,7 +233,7 @@ def check_weights(
             entry = get_entry(weights)
         except KeyError as e:
             return [StartupError(f"MODEL.WEIGHTS={weights!r}: {e.args[0]}")]
-        wanted = _TRAINED_KINDS[_model_family(cfg)]
+        wanted = _TRAINED_KINDS[is_semantic_segmentation(cfg)]
         if needs_trained and entry.kind == "imagenet_backbone":
             return [
                 StartupError(
@@ -306,7 +296,7 @@ def validate(
     world_size = comm.get_world_size() if world_size is None else world_size
     resolve_device(cfg)
     adapt_norms_for_device(cfg, world_size)
-    problems = check_datasets(cfg, train=purpose == "train") if purpose != "demo" else []
+    problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)
     if purpose == "train":
         problems += check_training_setup(cfg, world_size)

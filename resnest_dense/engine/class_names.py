@@ -25,6 +25,8 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
+from ..config import cfg_value, class_count_keys, is_semantic_segmentation
+
 __all__ = ["CHECKPOINT_KEY", "checkpoint_metadata", "class_metadata", "num_classes_key"]
 
 logger = logging.getLogger(__name__)
@@ -33,33 +35,23 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "dataset_metadata"
 
 
-def _is_semantic(cfg: CfgNode) -> bool:
-    return cfg.MODEL.META_ARCHITECTURE.endswith("SemanticSegmentor")
-
-
 def _fields(cfg: CfgNode) -> Tuple[str, str]:
     """Metadata keys of the class names and their colours for the model family of ``cfg``."""
     return (
         ("stuff_classes", "stuff_colors")
-        if _is_semantic(cfg)
+        if is_semantic_segmentation(cfg)
         else ("thing_classes", "thing_colors")
     )
 
 
 def num_classes_key(cfg: CfgNode) -> str:
     """The config key holding the number of classes the model predicts."""
-    if _is_semantic(cfg):
-        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
-    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
-        return "MODEL.RETINANET.NUM_CLASSES"
-    return "MODEL.ROI_HEADS.NUM_CLASSES"
+    keys = class_count_keys(cfg)
+    return keys[0][0] if keys else "MODEL.ROI_HEADS.NUM_CLASSES"
 
 
 def _num_classes(cfg: CfgNode) -> int:
-    node = cfg
-    for part in num_classes_key(cfg).split("."):
-        node = node[part]
-    return int(node)
+    return int(cfg_value(cfg, num_classes_key(cfg)))
 
 
 def checkpoint_metadata(cfg: CfgNode) -> Dict[str, Dict[str, Any]]:

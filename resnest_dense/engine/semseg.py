@@ -32,10 +32,10 @@ from ..data.validation import CheckedSemSegLoader
 __all__ = [
     "build_semseg_train_augmentations",
     "build_semseg_train_loader",
+    "build_semseg_train_mapper",
     "build_semseg_optimizer",
     "build_semseg_lr_scheduler",
     "build_semseg_evaluator",
-    "is_semseg_config",
     "RandomGaussianBlur",
 ]
 
@@ -77,11 +77,6 @@ class RandomGaussianBlur(T.Augmentation):
         return GaussianBlurTransform(float(self._rand_range(0.0, self.max_radius)))
 
 
-def is_semseg_config(cfg) -> bool:
-    """True for configs whose model is a detectron2 semantic segmentor."""
-    return cfg.MODEL.META_ARCHITECTURE in ("SemanticSegmentor", "MultiScaleSemanticSegmentor")
-
-
 def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
     """Random scale, fixed-size crop (with padding), flip and blur, as the reference."""
     if cfg.INPUT.CROP.TYPE != "absolute":
@@ -113,12 +108,16 @@ def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
     return augs
 
 
-def build_semseg_train_loader(cfg):
-    """detectron2's train loader with a sem-seg :class:`DatasetMapper` and the reference augs."""
+def build_semseg_train_mapper(cfg) -> DatasetMapper:
+    """detectron2's ``DatasetMapper`` with the reference augmentation (logged)."""
     augs = build_semseg_train_augmentations(cfg)
     logger.info("Segmentation training augmentations: %s", augs)
-    mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
-    return build_detection_train_loader(cfg, mapper=mapper)
+    return DatasetMapper(cfg, is_train=True, augmentations=augs)
+
+
+def build_semseg_train_loader(cfg):
+    """detectron2's train loader with :func:`build_semseg_train_mapper`."""
+    return build_detection_train_loader(cfg, mapper=build_semseg_train_mapper(cfg))
 
 
 def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:

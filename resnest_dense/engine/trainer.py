@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from .. import data as _data  # noqa: F401  (registers the toy / ADE20K datasets)
 from ..checkpoint import Checkpointer
+from ..config import is_semantic_segmentation
 from ..utils.io import remove_partial_writes
 from .amp import build_amp_trainer
 from ..data.validation import CheckedMapper, UnreadableImageTracker, load_checked_dataset_dicts
@@ -33,8 +34,7 @@ from .history import LossHistoryHook, truncate_loss_history
 from .semseg import (
     build_semseg_lr_scheduler,
     build_semseg_optimizer,
-    build_semseg_train_augmentations,
-    is_semseg_config,
+    build_semseg_train_mapper,
 )
 from .train_data import (
     PositionalDataset,
@@ -231,10 +231,8 @@ class Trainer(DefaultTrainer):
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        if is_semseg_config(cfg):
-            augs = build_semseg_train_augmentations(cfg)
-            logger.info("Segmentation training augmentations: %s", augs)
-            mapper = DatasetMapper(cfg, is_train=True, augmentations=augs)
+        if is_semantic_segmentation(cfg):
+            mapper = build_semseg_train_mapper(cfg)
         else:
             mapper = DatasetMapper(cfg, True)
         mapper = SafeMapper(
@@ -272,12 +270,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model):
-        if is_semseg_config(cfg):
+        if is_semantic_segmentation(cfg):
             return build_semseg_optimizer(cfg, model)
         return super().build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer):
-        if is_semseg_config(cfg):
+        if is_semantic_segmentation(cfg):
             return build_semseg_lr_scheduler(cfg, optimizer)
         return super().build_lr_scheduler(cfg, optimizer)
