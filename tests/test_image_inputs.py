@@ -4,7 +4,9 @@ and patterns; refused inputs named; unique output stems; unreadable images skipp
 import logging
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from demo_helpers import package_logs, write_bad_folder, write_image, write_truncated_jpeg
 from resnest_dense.errors import MissingFileError, StartupError
@@ -91,16 +93,25 @@ def test_bad_inputs_are_named(tmp_path, make, item, message):
     assert item in str(e.value)
 
 
+def _sixteen_bit_png(path):
+    path = path.with_suffix(".png")
+    Image.fromarray(np.arange(300 * 4, dtype=np.uint16).reshape(30, 40)).save(path)
+    os.replace(path, path.with_suffix(".jpg"))  # the test names its file bad.jpg
+    return str(path.with_suffix(".jpg"))
+
+
 @pytest.mark.parametrize(
     "write,reason",
     [
         (write_truncated_jpeg, "(?i)truncated"),
         (lambda p: p.write_text("not an image") or str(p), "not an image format"),
         (lambda p: p.write_bytes(b"") or str(p), "not an image format"),
+        (lambda p: _sixteen_bit_png(p), "16-bit"),
     ],
-    ids=["truncated-jpeg", "text-file", "empty-file"],
+    ids=["truncated-jpeg", "text-file", "empty-file", "16-bit"],
 )
 def test_unreadable_images_are_named(tmp_path, write, reason):
+    """Also a 16-bit image, which detectron2's reader would turn into a constant image."""
     path = tmp_path / "bad.jpg"
     write(path)
     with pytest.raises(UnreadableImageError, match=reason) as e:

@@ -29,6 +29,7 @@ from ..config import is_semantic_segmentation
 from .check_errors import DataCheckError, data_error, describe_datasets, sample_indices, shorten
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "DEFAULT_SAMPLE_SIZE",
     "CheckedMapper",
     "CheckedSemSegLoader",
@@ -59,6 +60,9 @@ def sem_seg_label_range(cfg) -> Optional[Tuple[int, int]]:
         return None
     return int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES), int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
 
+
+# Image files the demos and DATASETS.SEM_SEG_FORMAT pick up from a folder.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _ACCEPTED_MODES = "1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr"
 

@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import MissingFileError, StartupError
-from ..utils.image_inputs import IMAGE_EXTENSIONS
+from .image_checks import IMAGE_EXTENSIONS
 from .registration import already_registered
 
 __all__ = [

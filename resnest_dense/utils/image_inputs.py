@@ -32,6 +32,7 @@ import numpy as np
 from detectron2.data.detection_utils import read_image
 from PIL import Image, UnidentifiedImageError
 
+from ..data.image_checks import IMAGE_EXTENSIONS, DataCheckError, check_image_file
 from ..errors import MissingFileError, StartupError
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Exit code of a demo that processed its inputs but had to skip some (2: refused to start).
 EXIT_SKIPPED = 1
 
@@ -180,9 +180,12 @@ def read_image_bgr(path: str) -> np.ndarray:
     """Read ``path`` as detectron2 reads training images: (H, W, 3) uint8 BGR, EXIF applied.
 
     Raises:
-        UnreadableImageError: the file cannot be decoded (message: file and reason).
+        UnreadableImageError: the file cannot be decoded, or holds 16-bit / float pixels
+            (message: file and reason).
     """
     try:
+        # 16-bit / float images would decode to a constant image: refused, as in training.
+        check_image_file(path)
         return read_image(path, format="BGR")
     # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
     # data, SyntaxError / ValueError for some corrupt headers; decompression bombs are refused.
@@ -192,6 +195,8 @@ def read_image_bgr(path: str) -> np.ndarray:
         else:
             reason = f"{type(e).__name__}: {e}"
         raise UnreadableImageError(path, reason) from e
+    except DataCheckError as e:
+        raise UnreadableImageError(path, str(e)) from e
 
 
 class ImageStream:
