@@ -40,7 +40,13 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
-from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get_entry
+from ..model_zoo import (
+    SCHEME,
+    ChecksumMismatchError,
+    WeightsNotFoundError,
+    entry_for_url,
+    get_entry,
+)
 from .amp import amp_dtype
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "MissingFileError",
     "UnregisteredDatasetError",
     "resolve_device",
+    "use_registry_for_weights_url",
     "validate",
 ]
 
@@ -203,6 +210,35 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     return problems
 
 
+def use_registry_for_weights_url(cfg: CfgNode) -> Optional[str]:
+    """Load a released file that ``MODEL.WEIGHTS`` names by URL through the registry.
+
+    The fork's YAML files name their weights by URL (``.../resnest50_detectron-255b5649.pth``).
+    detectron2 would download such a URL unverified, and fail offline with a bare ``URLError``
+    even when the file is on disk. A URL of a registry file is therefore replaced by its
+    ``resnest://`` name (``cfg`` mutable): the file is then looked up offline first,
+    checksummed, and a missing one is reported with where to put it.
+
+    Returns:
+        The registry name used, or None (not a URL of a registry file; left unchanged).
+    """
+    weights = cfg.MODEL.WEIGHTS
+    if not weights.startswith(("http://", "https://")):
+        return None
+    entry = entry_for_url(weights)
+    if entry is None:
+        return None
+    cfg.MODEL.WEIGHTS = SCHEME + entry.name
+    logger.info(
+        "MODEL.WEIGHTS %s is the released file %s: loading it as %s (local copies first, "
+        "checksummed).",
+        weights,
+        entry.file,
+        cfg.MODEL.WEIGHTS,
+    )
+    return entry.name
+
+
 def check_weights(
     cfg: CfgNode, purpose: str = "train", allow_random: bool = False
 ) -> List[StartupError]:
@@ -296,6 +332,7 @@ def validate(
     world_size = comm.get_world_size() if world_size is None else world_size
     resolve_device(cfg)
     adapt_norms_for_device(cfg, world_size)
+    use_registry_for_weights_url(cfg)
     problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)
     if purpose == "train":
