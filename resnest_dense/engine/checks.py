@@ -58,6 +58,7 @@ __all__ = [
     "adapt_norms_for_device",
     "check_dataset_files",
     "check_finite_losses",
+    "check_test_aug",
     "check_training_setup",
     "check_weights",
     "non_finite_message",
@@ -122,6 +123,21 @@ def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> Li
             ", ".join(changed),
         )
     return changed
+
+
+def check_test_aug(cfg: CfgNode) -> List[StartupError]:
+    """``TEST.AUG`` is detectron2's R-CNN test-time augmentation (``GeneralizedRCNNWithTTA``)."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if not cfg.TEST.AUG.ENABLED or arch == "GeneralizedRCNN":
+        return []
+    return [
+        StartupError(
+            f"TEST.AUG.ENABLED=True needs an R-CNN detector (MODEL.META_ARCHITECTURE "
+            f"GeneralizedRCNN), got {arch}: detectron2's GeneralizedRCNNWithTTA wraps only that. "
+            "Semantic segmentation has its own multi-scale + flip inference (TEST.SEM_SEG.SCALES, "
+            "TEST.SEM_SEG.FLIP); set TEST.AUG.ENABLED False."
+        )
+    ]
 
 
 def check_training_setup(cfg: CfgNode, world_size: Optional[int] = None) -> List[StartupError]:
@@ -335,6 +351,8 @@ def validate(
     use_registry_for_weights_url(cfg)
     problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)
+    if purpose == "eval":
+        problems += check_test_aug(cfg)
     if purpose == "train":
         problems += check_training_setup(cfg, world_size)
     if not problems and purpose in ("train", "eval"):
