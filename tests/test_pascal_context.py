@@ -358,3 +358,27 @@ def test_configs_follow_the_encoding_pcontext_recipe(depth, stem):
     )  # fmt: skip
     assert cfg.SOLVER.MAX_ITER == 80 * (4998 // 16)
     assert "OUTPUT_DIR" not in open(get_config_file(name)).read()
+
+
+def test_eval_released_names_the_missing_pcontext_data_and_weights(tmp_path, monkeypatch, caplog):
+    from detection_helpers import load_tool
+
+    reproduce = load_tool("reproduce")
+    monkeypatch.setenv("RESNEST_DENSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNEST_DENSE_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("RESNEST_DENSE_REGISTRY", raising=False)
+    caplog.set_level("INFO", logger="reproduce")
+    out = tmp_path / "o"
+    assert reproduce.main(["--eval-released", "--only", "deeplab_resnest50_pcontext",
+                           "--output", str(out)]) == 1  # fmt: skip
+    assert not out.exists()
+    text = caplog.text
+    assert (
+        "--config-file configs/PascalContext-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_80ep"
+        ".yaml --eval-only --num-gpus 1 MODEL.WEIGHTS resnest://deeplab_resnest50_pcontext"
+    ) in text
+    assert "deeplab_resnest50_pcontext-08dccbc4.zip" in text
+    assert "Dataset 'pascal_context_59_val'" in text and "split_file" in text
+    assert "Evaluated 0 of 1" in text
