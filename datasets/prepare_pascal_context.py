@@ -6,7 +6,8 @@ mmsegmentation (``tools/dataset_converters/pascal_context.py`` + ``PascalContext
 the class map of an image is drawn from its segmentation annotations (each annotation's pixels
 set to its category id, later annotations over earlier ones, 0 where none), then the 59 kept
 categories become 0..58 in ascending id order and everything else (0 = unlabelled, any other
-category) becomes 255 = ignore. Those two tools call the Detail API (``detail.Detail.getMask``);
+category) becomes 255 = ignore. Both references assert that a class map holds only 0 and the 59
+ids; here another id is mapped to 255 and reported in the log instead of stopping the run. Those two tools call the Detail API (``detail.Detail.getMask``);
 the ``detail`` package on PyPI is an unrelated project, so this script reads the json itself.
 
 Fields of ``trainval_merged.json`` used (the rest is ignored):
