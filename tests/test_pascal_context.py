@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from resnest_dense.checkpoint import check_state_dict
+from resnest_dense.checkpoint import CheckpointMismatchError, check_state_dict
 from resnest_dense.checkpoint.encoding import convert_encoding_deeplab_state_dict
 from resnest_dense.data.pascal_context import (
     PASCAL_CONTEXT_59,
@@ -270,7 +270,7 @@ def test_encoding_pcontext_layout_converts_to_its_config(entry):
     ade = convert_encoding_deeplab_state_dict(
         encoding_deeplab_state(official_state(timm_name, **kwargs), nclass=150)
     )[0]
-    with pytest.raises(Exception, match="sem_seg_head.block.4"):
+    with pytest.raises(CheckpointMismatchError, match="sem_seg_head.block.4"):
         check_state_dict(ade, conversion._config_model_state(entry.config), what=entry.file)
 
 
