@@ -176,7 +176,7 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 25
+    assert len(rows) == len(data["rows"]) == 29
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
     assert rows[("Faster R-CNN", "S-50-DCNv2")]["metrics"] == {"box_AP": 44.11}
     tricks = rows[("Cascade Mask R-CNN", "S-200-DCNv2-tricks-3x")]
