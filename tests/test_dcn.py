@@ -228,3 +228,37 @@ def test_tiny_dcn_faster_rcnn_trains_and_evaluates(train_net, tmp_path):
         )
     )  # fmt: skip
     assert {"AP", "AP50"} <= set(ev["bbox"])
+
+
+FORK_DCN_YAML = """\
+_BASE_: "{base}"
+MODEL:
+  BACKBONE:
+    NAME: "build_resnet_fpn_backbone"
+  RESNETS:
+    DEPTH: 50
+    STRIDE_IN_1X1: False
+    RADIX: 2
+    NORM: "SyncBN"
+    DEFORM_ON_PER_STAGE: [False, True, True, True]
+    DEFORM_MODULATED: True
+    DEFORM_NUM_GROUPS: 2
+"""
+
+
+def test_fork_style_dcn_yaml_builds_deformable_resnest(tmp_path):
+    """The fork's way of writing a DCN config (detectron2's builder name + RADIX 2)."""
+    from detectron2.modeling import build_model
+
+    from resnest_dense.config import get_resnest_cfg
+    from resnest_dense.model_zoo import get_config_file
+
+    yaml = tmp_path / "fork_dcn.yaml"
+    yaml.write_text(FORK_DCN_YAML.format(base=get_config_file("Base-RCNN-FPN-ResNeSt.yaml")))
+    cfg = get_resnest_cfg(str(yaml), ["MODEL.DEVICE", "meta"])
+    assert cfg.MODEL.BACKBONE.NAME == "build_resnest_fpn_backbone"
+    with torch.device("meta"):
+        bottom_up = build_model(cfg).backbone.bottom_up
+    assert [b.conv2.deformable for b in bottom_up.res2] == [False] * 3
+    for stage in (bottom_up.res3, bottom_up.res4, bottom_up.res5):
+        assert all(b.conv2.deformable and b.conv2_offset.groups == 2 for b in stage)
