@@ -348,6 +348,11 @@ def test_fork_yaml_weights_url_offline_says_where_to_put_it(isolated):
     cfg = get_resnest_cfg(str(yaml))
     assert use_registry_for_weights_url(cfg) == "resnest50_detectron"
     assert cfg.MODEL.WEIGHTS == "resnest://resnest50_detectron"
+    # Every tool's set-up path applies it (start-up checks, before any weight is loaded).
+    from resnest_dense.engine import load_config
+
+    no_data = ["DATASETS.TRAIN", (), "DATASETS.TEST", (), "MODEL.DEVICE", "cpu"]
+    assert load_config(str(yaml), no_data).MODEL.WEIGHTS == "resnest://resnest50_detectron"
     # What DetectionCheckpointer does with MODEL.WEIGHTS.
     with pytest.raises(store.WeightsNotFoundError) as e:
         PathManager.get_local_path(cfg.MODEL.WEIGHTS)
