@@ -6,14 +6,13 @@ import math
 import numpy as np
 import pytest
 
+from resnest_dense.data.panoptic_ids import id_to_rgb, rgb_to_id
 from resnest_dense.engine.panoptic import (
     VOID,
     PanopticCounts,
     Segment,
-    id_to_rgb,
     match_image,
     panoptic_quality,
-    rgb_to_id,
 )
 
 THING, STUFF = 1, 2

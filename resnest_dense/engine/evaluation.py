@@ -1,14 +1,16 @@
-"""The evaluator factory of every tool: COCO AP (detectron2's ``COCOEvaluator``) or mIoU /
-pixAcc (``SemSegEvaluator``), chosen by the dataset's ``evaluator_type``."""
+"""The evaluator factory of every tool: COCO AP (detectron2's ``COCOEvaluator``), mIoU /
+pixAcc (``SemSegEvaluator``) or, for COCO panoptic sets, PQ with box / mask AP and the stuff
+head's mIoU, chosen by the dataset's ``evaluator_type``."""
 
 import logging
 from typing import Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.evaluation import coco_evaluation as d2_coco_evaluation
 
+from .panoptic import PanopticQualityEvaluator
 from .semseg import build_semseg_evaluator
 
 __all__ = ["build_coco_evaluator", "build_evaluator", "coco_eval_backend"]
@@ -51,15 +53,28 @@ def build_evaluator(
     """
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if kind == "coco":
-        tasks = ["bbox"]
-        if cfg.MODEL.MASK_ON:
-            tasks.append("segm")
-        if cfg.MODEL.KEYPOINT_ON:
-            tasks.append("keypoints")
-        return build_coco_evaluator(dataset_name, output_folder, tasks=tasks)
+        return build_coco_evaluator(dataset_name, output_folder, tasks=_coco_tasks(cfg))
     if kind == "sem_seg":
         return build_semseg_evaluator(cfg, dataset_name, output_folder)
+    if kind == "coco_panoptic_seg":
+        # As detectron2's train_net: the stuff head's mIoU, box / mask AP, and PQ.
+        return DatasetEvaluators(
+            [
+                build_semseg_evaluator(cfg, dataset_name, output_folder),
+                build_coco_evaluator(dataset_name, output_folder, tasks=_coco_tasks(cfg)),
+                PanopticQualityEvaluator(dataset_name, output_folder),
+            ]
+        )
     raise NotImplementedError(
         f"No evaluator for dataset {dataset_name!r} with evaluator_type {kind!r} "
-        "(supported: 'coco', 'sem_seg')"
+        "(supported: 'coco', 'sem_seg', 'coco_panoptic_seg')"
     )
+
+
+def _coco_tasks(cfg: CfgNode):
+    tasks = ["bbox"]
+    if cfg.MODEL.MASK_ON:
+        tasks.append("segm")
+    if cfg.MODEL.KEYPOINT_ON:
+        tasks.append("keypoints")
+    return tasks

@@ -16,13 +16,12 @@ protocol (Kirillov et al. 2019, and its reference ``pq_compute``), per image and
 Segment areas are pixel counts of the PNGs (COCO's ``area`` fields are the same counts).
 """
 
-import itertools
 import json
 import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 from detectron2.data import MetadataCatalog
@@ -32,6 +31,7 @@ from detectron2.utils.file_io import PathManager
 from PIL import Image
 from tabulate import tabulate
 
+from ..data.panoptic_ids import rgb_to_id
 from ..errors import StartupError
 from ..utils.io import atomic_write_json
 
@@ -39,8 +39,6 @@ __all__ = [
     "VOID",
     "Segment",
     "PanopticCounts",
-    "rgb_to_id",
-    "id_to_rgb",
     "match_image",
     "panoptic_quality",
     "PanopticQualityEvaluator",
@@ -79,18 +77,6 @@ class PanopticCounts:
             for category_id, value in getattr(other, kind).items():
                 self.add(kind, category_id, value)
         return self
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colours (H, W, 3) -> segment ids ``R + 256 G + 256^2 B`` (int64)."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids (H, W) -> COCO panoptic PNG colours (H, W, 3) uint8."""
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _areas(ids: np.ndarray) -> Dict[int, int]:
