@@ -27,6 +27,7 @@ from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
 __all__ = [
     "TOY_CLASSES",
     "TOY_SPLITS",
+    "coco_polygon",
     "coco_polygon_annotation",
     "generate_toy_coco",
     "ensure_toy_coco",
@@ -70,6 +71,11 @@ def make_toy_image(rng: np.random.Generator, empty: bool):
     return image, objects
 
 
+def coco_polygon(polygon: np.ndarray) -> List[float]:
+    """A polygon (N, 2) as stored in the JSON: flat [x0, y0, x1, y1, ...], 2 decimals."""
+    return [round(float(v), 2) for v in polygon.reshape(-1)]
+
+
 def coco_polygon_annotation(ann_id: int, image_id: int, cls: int, polygon: np.ndarray) -> Dict:
     """The COCO instance annotation of toy class index ``cls`` (category ``cls + 1``)."""
     x0, y0 = polygon.min(axis=0)
@@ -84,7 +90,7 @@ def coco_polygon_annotation(ann_id: int, image_id: int, cls: int, polygon: np.nd
         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
         "area": area,
         "iscrowd": 0,
-        "segmentation": [[round(float(v), 2) for v in polygon.reshape(-1)]],
+        "segmentation": [coco_polygon(polygon)],
     }
 
 

@@ -28,13 +28,20 @@ from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 
 from .panoptic_ids import id_to_rgb
 from .generated import ensure_dataset_dir, generate_dataset_dir
-from .toy_coco import EMPTY_EVERY, TOY_CLASSES, coco_polygon_annotation, make_toy_image
+from .toy_coco import (
+    EMPTY_EVERY,
+    TOY_CLASSES,
+    coco_polygon,
+    coco_polygon_annotation,
+    make_toy_image,
+)
 
 __all__ = [
     "TOY_STUFF_CLASSES",
@@ -86,9 +93,11 @@ def _make_scene(rng: np.random.Generator, empty: bool):
     image, objects = make_toy_image(rng, empty)
     h, w = image.shape[:2]
     ids = np.zeros((h, w), np.int32)
-    # The same rasterisation that painted the shapes, so ids and pixels agree.
+    # pycocotools' rasterisation of the instance polygons (what detectron2 trains the mask
+    # head on and COCO evaluates), so both annotations hold the same thing masks.
     for k, (_, polygon) in enumerate(objects):
-        cv2.fillPoly(ids, [np.round(polygon).astype(np.int32)], k + 1)
+        rle = mask_util.frPyObjects([coco_polygon(polygon)], h, w)
+        ids[mask_util.decode(mask_util.merge(rle)).astype(bool)] = k + 1
     things = ids > 0
     split = int(rng.integers(h // 3, 2 * h // 3))
     rows = np.arange(h)[:, None]
