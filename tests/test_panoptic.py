@@ -245,3 +245,52 @@ def test_train_eval_demo(toy_root, tmp_path):
         overlay = cv2.imread(str(tmp_path / "demo" / f"00000{i}.png"))
         source = cv2.imread(images[i])
         assert overlay.shape == source.shape and not np.array_equal(overlay, source)
+
+
+def _coco_layout(toy_root, root):
+    """The toy val split in COCO's panoptic layout (annotations/panoptic_val2017.json ...)."""
+    import shutil
+
+    os.makedirs(os.path.join(root, "annotations"))
+    shutil.copy(
+        os.path.join(toy_root, "annotations", "panoptic_val.json"),
+        os.path.join(root, "annotations", "panoptic_val2017.json"),
+    )
+    shutil.copytree(os.path.join(toy_root, "panoptic_val"), os.path.join(root, "panoptic_val2017"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_panoptic_fpn_writes_the_stuff_labels(toy_root, tmp_path, workers, caplog):
+    prepare = load_tool("prepare_panoptic_fpn", folder="datasets")
+    root = str(tmp_path / "coco")
+    _coco_layout(toy_root, root)
+    argv = ["--root", root, "--splits", "val2017", "--workers", str(workers)]
+    assert prepare.main(argv) == 0
+    out = os.path.join(root, "panoptic_stuff_val2017")
+    names = sorted(os.listdir(out))
+    assert names == sorted(os.listdir(os.path.join(toy_root, "panoptic_stuff_val")))
+    for name in names:
+        got = cv2.imread(os.path.join(out, name), cv2.IMREAD_UNCHANGED)
+        want = cv2.imread(os.path.join(toy_root, "panoptic_stuff_val", name), cv2.IMREAD_UNCHANGED)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), name
+    # A second run skips what exists.
+    with caplog.at_level("INFO"):
+        assert prepare.main(argv) == 0
+    assert "wrote 0 stuff label maps" in caplog.text
+
+
+def test_prepare_panoptic_fpn_names_a_png_json_mismatch(toy_root, tmp_path, caplog):
+    prepare = load_tool("prepare_panoptic_fpn", folder="datasets")
+    root = str(tmp_path / "coco")
+    _coco_layout(toy_root, root)
+    path = os.path.join(root, "annotations", "panoptic_val2017.json")
+    data = json.load(open(path))
+    data["annotations"][1]["segments_info"].pop(0)
+    json.dump(data, open(path, "w"))
+    assert prepare.main(["--root", root, "--splits", "val2017", "--workers", "1"]) == 1
+    assert "000001.png" in caplog.text and "not in the JSON" in caplog.text
+    out = os.path.join(root, "panoptic_stuff_val2017")
+    assert "000001.png" not in os.listdir(out)
+    assert not [f for f in os.listdir(out) if not f.endswith(".png")]  # no partial writes
+    assert prepare.main(["--root", str(tmp_path / "nothing"), "--splits", "val2017"]) == 1
+    assert "Missing" in caplog.text

@@ -33,6 +33,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 
+from .coco_panoptic import stuff_id_map, stuff_label
 from .panoptic_ids import id_to_rgb
 from .generated import ensure_dataset_dir, generate_dataset_dir
 from .toy_coco import (
@@ -55,14 +56,26 @@ logger = logging.getLogger(__name__)
 
 TOY_STUFF_CLASSES = ["sky", "ground"]
 TOY_PANOPTIC_SPLITS = {"train": 256, "val": 48}
-_VOID, _IGNORE = 0, 255
+_IGNORE = 255
 _FIRST_STUFF_ID = len(TOY_CLASSES) + 1  # dataset category ids: things 1-3, stuff 4-5
+
+
+def _categories() -> List[Dict]:
+    """The ``categories`` of the panoptic JSON: things 1-3, stuff 4-5."""
+    things = [
+        {"id": i + 1, "name": n, "supercategory": "shape", "isthing": 1}
+        for i, n in enumerate(TOY_CLASSES)
+    ]
+    stuff = [
+        {"id": _FIRST_STUFF_ID + i, "name": n, "supercategory": "scene", "isthing": 0}
+        for i, n in enumerate(TOY_STUFF_CLASSES)
+    ]
+    return things + stuff
 
 
 def toy_panoptic_metadata() -> Dict:
     """Class names and id maps, in the form detectron2 uses for COCO panoptic ("separated")."""
-    stuff_ids = [_FIRST_STUFF_ID + i for i in range(len(TOY_STUFF_CLASSES))]
-    stuff_map = {k: i + 1 for i, k in enumerate(stuff_ids)}
+    stuff_map = {k: v for k, v in stuff_id_map(_categories()).items() if v > 0}
     stuff_map[0] = 0  # the stuff head's class 0 is "things"
     return {
         "thing_classes": list(TOY_CLASSES),
@@ -116,15 +129,6 @@ def _make_scene(rng: np.random.Generator, empty: bool):
     return image, objects, ids, segments
 
 
-def _stuff_label(ids: np.ndarray, segments: List[Dict]) -> np.ndarray:
-    """The stuff head's target: 0 on things, 1.. per stuff class, 255 on VOID."""
-    stuff_map = toy_panoptic_metadata()["stuff_dataset_id_to_contiguous_id"]
-    label = np.full(ids.shape, _IGNORE, np.uint8)
-    for s in segments:
-        label[ids == s["id"]] = stuff_map.get(s["category_id"], 0)
-    return label
-
-
 def _write_split(out_dir: str, split: str, num_images: int, seed: int) -> None:
     folders = {
         k: os.path.join(out_dir, k.format(split))
@@ -141,7 +145,8 @@ def _write_split(out_dir: str, split: str, num_images: int, seed: int) -> None:
         cv2.imwrite(os.path.join(folders["{}"], stem + ".png"), image[:, :, ::-1])
         cv2.imwrite(os.path.join(folders["panoptic_{}"], stem + ".png"), id_to_rgb(ids)[:, :, ::-1])
         cv2.imwrite(
-            os.path.join(folders["panoptic_stuff_{}"], stem + ".png"), _stuff_label(ids, segments)
+            os.path.join(folders["panoptic_stuff_{}"], stem + ".png"),
+            stuff_label(ids, segments, stuff_id_map(_categories())),
         )
         h, w = image.shape[:2]
         images.append({"id": image_id, "file_name": stem + ".png", "height": h, "width": w})
@@ -150,20 +155,14 @@ def _write_split(out_dir: str, split: str, num_images: int, seed: int) -> None:
         panoptic.append(
             {"image_id": image_id, "file_name": stem + ".png", "segments_info": segments}
         )
-    things = [
-        {"id": i + 1, "name": n, "supercategory": "shape", "isthing": 1}
-        for i, n in enumerate(TOY_CLASSES)
-    ]
-    stuff = [
-        {"id": _FIRST_STUFF_ID + i, "name": n, "supercategory": "scene", "isthing": 0}
-        for i, n in enumerate(TOY_STUFF_CLASSES)
-    ]
+    categories = _categories()
+    things = [c for c in categories if c["isthing"]]
     annotations = os.path.join(out_dir, "annotations")
     os.makedirs(annotations, exist_ok=True)
     with open(os.path.join(annotations, f"instances_{split}.json"), "w") as f:
         json.dump({"images": images, "annotations": instances, "categories": things}, f)
     with open(os.path.join(annotations, f"panoptic_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": panoptic, "categories": things + stuff}, f)
+        json.dump({"images": images, "annotations": panoptic, "categories": categories}, f)
 
 
 def generate_toy_panoptic(
@@ -214,7 +213,7 @@ def _set_metadata(name: str, generate_kwargs: Dict) -> None:
     MetadataCatalog.get(name).set(
         evaluator_type="coco_panoptic_seg",
         ignore_label=_IGNORE,
-        toy_panoptic_generate_kwargs=generate_kwargs,
+        toy_generate_kwargs=generate_kwargs,
         **toy_panoptic_metadata(),
     )
 

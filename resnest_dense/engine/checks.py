@@ -161,6 +161,11 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     )
 
 
+# Metadata fields of registered data sets that name files or folders (detectron2's COCO, COCO
+# panoptic and semantic-segmentation registrations).
+_DATA_FILE_FIELDS = ("json_file", "image_root", "sem_seg_root", "panoptic_json", "panoptic_root")
+
+
 def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     """Problems of the datasets named by ``cfg``: unregistered names, missing files.
 
@@ -188,7 +193,7 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 continue
             missing = [
                 f"{field} {meta.get(field)!r}"
-                for field in ("json_file", "image_root", "sem_seg_root")
+                for field in _DATA_FILE_FIELDS
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:
