@@ -163,7 +163,7 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 22
+    assert len(rows) == len(data["rows"]) == 26
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
     assert rows[("DeepLabV3", "S-200")]["metrics"] == {"pixAcc": 82.45, "mIoU": 48.36}
     for (task, _), row in rows.items():
