@@ -136,6 +136,7 @@ def test_registry_has_the_released_families():
         kinds["imagenet_backbone"]
     )
     assert len(kinds["coco_detector"]) == 17
+    assert kinds["coco_panoptic"] == ["panoptic_ResNeSt_200_FPN_syncBN_tricks_3x"]
     assert {"deeplab_resnest50_ade", "deeplab_resnest101_ade"} <= set(kinds["ade20k_segmenter"])
     assert REGISTRY["resnest50"].file == "resnest50-528c19ca.pth"
     assert REGISTRY["mask_rcnn_ResNeSt_50_FPN_syncBN_1x"].file.endswith("-f442d863.pth")
@@ -163,7 +164,7 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 26
+    assert len(rows) == len(data["rows"]) == 27
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
     assert rows[("DeepLabV3", "S-200")]["metrics"] == {"pixAcc": 82.45, "mIoU": 48.36}
     for (task, _), row in rows.items():
@@ -204,7 +205,7 @@ def test_encoding_deeplab_entry_layout_converts_to_its_config(entry):
 def _fork_layout_facts(entry):
     """Names/shapes the detectron2-ResNeSt checkpoints have (fork naming, COCO: 80 classes)."""
     resnest = "_ResNeSt_" in entry.file
-    cascade = "cascade" in entry.file
+    cascade = "cascade" in entry.file or entry.kind == "coco_panoptic"  # Cascade heads
     stem = "stem.conv1_1.weight" if resnest else "stem.conv1.weight"
     box_head = "roi_heads.box_head.2" if cascade else "roi_heads.box_head"
     facts = {
@@ -218,12 +219,19 @@ def _fork_layout_facts(entry):
         facts["backbone.bottom_up.res3.0.shortcut.weight"] = None
     predictor = "roi_heads.box_predictor.2" if cascade else "roi_heads.box_predictor"
     facts[predictor + ".cls_score.weight"] = (81, 1024)
-    if entry.file.startswith("mask_"):
+    if entry.file.startswith(("mask_", "panoptic_")):
         facts["roi_heads.mask_head.predictor.weight"] = (80, 256, 1, 1)
+    if entry.kind == "coco_panoptic":
+        # detectron2's SemSegFPNHead with SyncBN: 53 stuff classes + "things", 128 channels.
+        facts["sem_seg_head.p2.0.norm.weight"] = (128,)
+        facts["sem_seg_head.p5.2.weight"] = (128, 128, 3, 3)
+        facts["sem_seg_head.predictor.weight"] = (54, 128, 1, 1)
     return facts
 
 
-@pytest.mark.parametrize("entry", deep_slow(entries("coco_detector")), ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "entry", deep_slow(entries("coco_detector") + entries("coco_panoptic")), ids=lambda e: e.name
+)
 def test_coco_entry_layout_loads_into_its_config(entry):
     expected = conversion._config_model_state(entry.config)
     for name, shape in _fork_layout_facts(entry).items():

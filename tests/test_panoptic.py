@@ -294,3 +294,31 @@ def test_prepare_panoptic_fpn_names_a_png_json_mismatch(toy_root, tmp_path, capl
     assert not [f for f in os.listdir(out) if not f.endswith(".png")]  # no partial writes
     assert prepare.main(["--root", str(tmp_path / "nothing"), "--splits", "val2017"]) == 1
     assert "Missing" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "config, weights, message",
+    [
+        (
+            TOY_CONFIG,
+            "mask_rcnn_ResNeSt_50_FPN_syncBN_1x",
+            "coco_detector but the config builds a PanopticFPN",
+        ),
+        (
+            "COCO-InstanceSegmentation/mask_rcnn_ResNeSt_50_FPN_syncBN_1x.yaml",
+            "panoptic_ResNeSt_200_FPN_syncBN_tricks_3x",
+            "coco_panoptic but the config builds a GeneralizedRCNN",
+        ),
+        (TOY_CONFIG, "resnest50", "ImageNet backbone weights only; the panoptic heads"),
+    ],
+)
+def test_released_weights_of_another_task_are_refused(config, weights, message):
+    from resnest_dense.config import get_resnest_cfg
+    from resnest_dense.engine.checks import check_weights
+
+    path = config if os.path.isabs(config) else os.path.join(CONFIGS, config)
+    cfg = get_resnest_cfg(path, ["MODEL.WEIGHTS", f"resnest://{weights}"])
+    problems = check_weights(cfg, "eval")
+    assert len(problems) == 1 and message in str(problems[0])
+    if "ImageNet" in message:  # training from ImageNet weights is fine-tuning: allowed
+        assert check_weights(cfg, "train") == []
