@@ -14,14 +14,68 @@ Usage:
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from multiprocessing import Pool
+from typing import Dict, List, Optional, Tuple
 
-from resnest_dense.data.coco_panoptic import convert_panoptic_split
+import numpy as np
+from PIL import Image
+
+from resnest_dense.data.coco_panoptic import stuff_id_map, stuff_label
+from resnest_dense.data.panoptic_ids import rgb_to_id
+from resnest_dense.utils.io import atomic_write
 
 logger = logging.getLogger("prepare_panoptic_fpn")
+
+
+def _convert_one(job: Tuple[str, str, List[Dict], Dict[int, int]]) -> str:
+    src, dst, segments_info, id_map = job
+    with Image.open(src) as im:
+        ids = rgb_to_id(np.asarray(im.convert("RGB")))
+    label = stuff_label(ids, segments_info, id_map, where=src)
+    atomic_write(dst, lambda f: Image.fromarray(label).save(f, format="PNG"))
+    return dst
+
+
+def convert_panoptic_split(
+    panoptic_json: str,
+    panoptic_root: str,
+    out_dir: str,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> int:
+    """Write the stuff PNG of every image of ``panoptic_json`` into ``out_dir``.
+
+    Each file is written atomically (an interrupted run leaves no truncated PNG); existing files
+    are skipped unless ``overwrite``.
+
+    Returns:
+        The number of files written.
+    """
+    if os.path.abspath(out_dir) == os.path.abspath(panoptic_root):
+        raise ValueError("the output folder must differ from the panoptic PNG folder")
+    with open(panoptic_json) as f:
+        data = json.load(f)
+    id_map = stuff_id_map(data["categories"])
+    os.makedirs(out_dir, exist_ok=True)
+    jobs = []
+    for ann in data["annotations"]:
+        dst = os.path.join(out_dir, ann["file_name"])
+        if overwrite or not os.path.exists(dst):
+            src = os.path.join(panoptic_root, ann["file_name"])
+            jobs.append((src, dst, ann["segments_info"], id_map))
+    if workers > 1 and len(jobs) > 1:
+        with Pool(workers) as pool:
+            for i, _ in enumerate(pool.imap_unordered(_convert_one, jobs, chunksize=64)):
+                if (i + 1) % 5000 == 0:
+                    logger.info("%s: %d / %d", out_dir, i + 1, len(jobs))
+    else:
+        for job in jobs:
+            _convert_one(job)
+    return len(jobs)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

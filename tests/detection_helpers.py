@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 from detectron2.data import DatasetCatalog
 
@@ -52,6 +53,8 @@ def load_tool(name: str, folder: str = "tools"):
     module."""
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, name + ".py"))
     module = importlib.util.module_from_spec(spec)
+    # In sys.modules as an import would put it, so its functions pickle (multiprocessing).
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
