@@ -322,3 +322,30 @@ def test_released_weights_of_another_task_are_refused(config, weights, message):
     assert len(problems) == 1 and message in str(problems[0])
     if "ImageNet" in message:  # training from ImageNet weights is fine-tuning: allowed
         assert check_weights(cfg, "train") == []
+
+
+def test_released_panoptic_config_spells_the_forks_recipe():
+    config = "COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.yaml"
+    cfg = load_config(os.path.join(CONFIGS, config), ["DATASETS.TRAIN", (), "DATASETS.TEST", ()])
+    assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN" and cfg.MODEL.MASK_ON
+    r = cfg.MODEL.RESNETS
+    assert (r.DEPTH, r.RADIX, r.DEEP_STEM, r.STEM_WIDTH, r.AVD, r.AVG_DOWN) == (
+        200,
+        2,
+        True,
+        64,
+        True,
+        True,
+    )
+    assert r.NORM == cfg.MODEL.FPN.NORM == cfg.MODEL.SEM_SEG_HEAD.NORM == "SyncBN"
+    assert cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+    assert (
+        cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG and cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN == 2000
+    )
+    assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT) == (54, 0.5)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (400, 1000) and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range"
+    assert cfg.INPUT.MAX_SIZE_TRAIN == 1440 and cfg.INPUT.FORMAT == "RGB"
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (270000, (240000, 255000))
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.02)
+    assert cfg.TEST.PRECISE_BN.ENABLED and cfg.TEST.AUG.ENABLED
+    assert cfg.MODEL.WEIGHTS == "resnest://resnest200"
