@@ -2,6 +2,7 @@
 a tiny generated tree in Cityscapes' real layout, start-up checks that name the missing folder,
 the evaluator choice, and a 2-iteration train + evaluation with our Cityscapes configs."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -114,16 +115,28 @@ def test_startup_checks_name_the_missing_folder(cityscapes_root, missing):
 
 
 def test_evaluator_choice(cityscapes_root, monkeypatch, caplog):
-    """SemSegEvaluator on the train ids (and a warning) without cityscapesscripts; detectron2's
-    CityscapesSemSegEvaluator with it."""
+    """SemSegEvaluator on the train ids (and a warning saying why) without a usable
+    cityscapesscripts; detectron2's CityscapesSemSegEvaluator with one."""
     write_cityscapes_tree(str(cityscapes_root))
     cfg = get_resnest_cfg(os.path.join(CONFIGS, "deeplabv3_S_50_OS8_syncbn_80k.yaml"))
-    monkeypatch.setattr(evaluation, "cityscapes_scripts_available", lambda: False)
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "cityscapesscripts" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with caplog.at_level(logging.WARNING, logger=evaluation.__name__):
         evaluator = evaluation.build_evaluator(cfg, "cityscapes_fine_sem_seg_val")
     assert isinstance(evaluator, SemSegEvaluator)
     assert "cityscapesscripts is not installed" in caplog.text and "19 train ids" in caplog.text
-    monkeypatch.setattr(evaluation, "cityscapes_scripts_available", lambda: True)
+    # Installed, but with a NumPy without in1d (2.4+): still the fallback, saying why.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.delattr(np, "in1d", raising=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=evaluation.__name__):
+        evaluator = evaluation.build_evaluator(cfg, "cityscapes_fine_sem_seg_val")
+    assert isinstance(evaluator, SemSegEvaluator) and "numpy.in1d" in caplog.text
+    monkeypatch.setattr(evaluation, "cityscapes_scripts_problem", lambda: None)
     from detectron2.evaluation import CityscapesSemSegEvaluator
 
     assert isinstance(

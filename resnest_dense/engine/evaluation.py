@@ -4,8 +4,9 @@ pixAcc (``SemSegEvaluator``), chosen by the dataset's ``evaluator_type``.
 Cityscapes (detectron2's ``cityscapes_fine_sem_seg_*``, ``evaluator_type="cityscapes_sem_seg"``)
 is evaluated by detectron2's ``CityscapesSemSegEvaluator`` (the official cityscapesScripts:
 IoU, iIoU on the ``*_gtFine_labelIds.png`` files) when the ``cityscapesscripts`` package
-is installed (``pip install cityscapesscripts``; it is on PyPI but not a dependency of this
-plugin), and otherwise by ``SemSegEvaluator`` on the 19 train ids of
+is installed and runs with the NumPy at hand (``pip install cityscapesscripts``; it is on PyPI
+but not a dependency of this plugin; its latest release, 2.3.0, calls ``numpy.in1d``, removed in
+NumPy 2.4), and otherwise by ``SemSegEvaluator`` on the 19 train ids of
 ``*_gtFine_labelTrainIds.png``: the same class IoU (both accumulate one confusion matrix over
 the set at full resolution, ignoring 255), without iIoU. The log says which one ran.
 """
@@ -13,6 +14,8 @@ the set at full resolution, ignoring 255), without iIoU. The log says which one 
 import importlib.util
 import logging
 from typing import Optional
+
+import numpy as np
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
@@ -26,6 +29,7 @@ __all__ = [
     "build_coco_evaluator",
     "build_evaluator",
     "cityscapes_scripts_available",
+    "cityscapes_scripts_problem",
     "coco_eval_backend",
 ]
 
@@ -83,17 +87,32 @@ def build_evaluator(
     )
 
 
+def cityscapes_scripts_problem() -> Optional[str]:
+    """Why the official ``cityscapesscripts`` evaluation cannot run here, or None if it can."""
+    if importlib.util.find_spec("cityscapesscripts") is None:
+        return "cityscapesscripts is not installed"
+    if not hasattr(np, "in1d"):
+        # cityscapesscripts 2.3.0 (the latest release) calls np.in1d, which NumPy 2.4 removed:
+        # its evaluation would fail after the whole inference pass.
+        return (
+            f"cityscapesscripts is installed, but its evaluation calls numpy.in1d, which NumPy "
+            f"{np.__version__} no longer has"
+        )
+    return None
+
+
 def cityscapes_scripts_available() -> bool:
-    """True when the official ``cityscapesscripts`` package can be imported."""
-    return importlib.util.find_spec("cityscapesscripts") is not None
+    """True when the official ``cityscapesscripts`` evaluation can run with this NumPy."""
+    return cityscapes_scripts_problem() is None
 
 
 def build_cityscapes_sem_seg_evaluator(
     cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
 ) -> DatasetEvaluator:
-    """detectron2's ``CityscapesSemSegEvaluator`` with ``cityscapesscripts`` installed, else
-    ``SemSegEvaluator`` on the 19 train ids (same mIoU, reported as ``sem_seg/mIoU``)."""
-    if cityscapes_scripts_available():
+    """detectron2's ``CityscapesSemSegEvaluator`` when ``cityscapesscripts`` can run, else
+    ``SemSegEvaluator`` on the 19 train ids (same class IoU, reported as ``sem_seg/mIoU``)."""
+    problem = cityscapes_scripts_problem()
+    if problem is None:
         from detectron2.evaluation import CityscapesSemSegEvaluator
 
         logger.info(
@@ -103,9 +122,10 @@ def build_cityscapes_sem_seg_evaluator(
         )
         return CityscapesSemSegEvaluator(dataset_name)
     logger.warning(
-        "cityscapesscripts is not installed: evaluating %s with SemSegEvaluator on the 19 "
-        "train ids (the same class IoU as the official script, reported as sem_seg/mIoU; no "
-        "iIoU). For the official script: pip install cityscapesscripts",
+        "%s: evaluating %s with SemSegEvaluator on the 19 train ids (the same class IoU as the "
+        "official script, reported as sem_seg/mIoU; no iIoU). For the official script: pip "
+        "install cityscapesscripts, with NumPy < 2.4.",
+        problem,
         dataset_name,
     )
     return build_semseg_evaluator(cfg, dataset_name, output_folder)
