@@ -273,3 +273,34 @@ def test_encoding_fcn_and_deeplab_layouts_are_not_mixed_up():
         convert_encoding_segmentation_state_dict(deeplab, "fcn")
     with pytest.raises(ValueError, match="model must be one of"):
         convert_encoding_segmentation_state_dict(fcn, "psp")
+
+
+def test_convert_tool_converts_an_fcn_checkpoint_checked_against_its_config(tmp_path, capsys):
+    """tools/convert_encoding_deeplab_to_d2.py --model fcn: checked against the FCN config's
+    model; as DeepLabV3 the same file is refused, naming the FCN keys."""
+    from detection_helpers import load_tool
+
+    tool = load_tool("convert_encoding_deeplab_to_d2")
+    config = tmp_path / "toy_fcn.yaml"
+    config.write_text(
+        f'_BASE_: "{TOY_YAML}"\nMODEL:\n  SEM_SEG_HEAD:\n    NAME: "EncodingFCNHead"\n'
+        "    CONVS_DIM: 0\n"
+    )
+    backbone = timm.create_model(
+        "resnest14d", pretrained=False, stem_width=16, channels=(16, 32, 64, 128)
+    )
+    state = {"pretrained." + k: v for k, v in backbone.state_dict().items()}
+    state.update({"head." + k: v for k, v in _EncodingFCNHead(512, 4).state_dict().items()})
+    aux = _EncodingFCNHead(256, 4)
+    aux.conv5[0] = nn.Conv2d(256, 32, 3, padding=1, bias=False)
+    aux.conv5[1] = nn.BatchNorm2d(32)
+    aux.conv5[4] = nn.Conv2d(32, 4, 1)
+    state.update({"auxlayer." + k: v for k, v in aux.state_dict().items()})
+    src, dst = tmp_path / "fcn_toy_ade.pth", tmp_path / "out.pth"
+    torch.save(state, src)
+    argv = [str(src), str(dst), "--config", str(config)]
+    assert tool.main(argv) == 1  # read as DeepLabV3
+    assert "head.conv5" in capsys.readouterr().err and not dst.exists()
+    assert tool.main(argv + ["--model", "fcn"]) == 0
+    converted = torch.load(dst, weights_only=False)["model"]
+    assert torch.equal(converted["sem_seg_head.fcn.conv5.4.bias"], state["head.conv5.4.bias"])
