@@ -179,7 +179,7 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 24
+    assert len(rows) == len(data["rows"]) == 28
     assert rows[("DeepLabV3", "S-269")]["metrics"] == {"pixAcc": 82.62, "mIoU": 47.6}
     assert rows[("FCN", "S-50")]["metrics"] == {"pixAcc": 80.18, "mIoU": 42.94}
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert a PyTorch-Encoding DeepLabV3 (or FCN) checkpoint (ADE20K) to a detectron2 checkpoint.
+"""Convert a PyTorch-Encoding DeepLabV3 or FCN checkpoint (ADE20K, PASCAL Context) to detectron2.
 
 Example:
     python tools/convert_encoding_deeplab_to_d2.py deeplab_resnest50_ade-2225f09d.pth \
@@ -13,6 +13,8 @@ With --config the result is checked against the model of that config (names and 
 match exactly) before it is written. Evaluate it with:
     python tools/train_net.py --config-file configs/<config> --eval-only MODEL.WEIGHTS <output>
 (or skip this tool: MODEL.WEIGHTS resnest://deeplab_resnest50_ade converts and caches it).
+The PASCAL Context files (deeplab_resnest*_pcontext-*.pth, 59-class heads) go with the configs
+in PascalContext-SemanticSegmentation/.
 """
 
 import argparse
@@ -43,7 +45,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("input", help="PyTorch-Encoding DeepLabV3 .pth (deeplab_*_ade-*.pth)")
+    parser.add_argument(
+        "input",
+        help="PyTorch-Encoding DeepLabV3 .pth (deeplab_*_ade-*.pth, deeplab_*_pcontext-*.pth)",
+    )
     parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
     parser.add_argument(
         "--config",

@@ -1,9 +1,11 @@
-"""Convert PyTorch-Encoding checkpoints (DeepLabV3 / FCN on ADE20K, ``resnet*s`` ImageNet) to our
-names.
+"""Convert PyTorch-Encoding checkpoints (DeepLabV3 / FCN, ``resnet*s`` ImageNet) to our names.
 
-PyTorch-Encoding (Zhang et al.) trained the ResNeSt paper's ADE20K DeepLabV3 models. Its
-``DeepLabV3`` keeps the dilated backbone under ``pretrained.`` (official ResNeSt names:
-``conv1.0``, ``layer1.0.conv2.fc1``, ...), the head under ``head.aspp.b0..b4``,
+PyTorch-Encoding (Zhang et al.) trained the ResNeSt paper's ADE20K DeepLabV3 models and the
+released PASCAL Context ones (``deeplab_resnest*_pcontext``: the same layout with 59-class
+classifiers in ``head.block.4`` and ``auxlayer.conv5.4``; the class count is checked against
+the config's ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` when the converted names are compared with the
+model). Its ``DeepLabV3`` keeps the dilated backbone under ``pretrained.`` (official ResNeSt
+names: ``conv1.0``, ``layer1.0.conv2.fc1``, ...), the head under ``head.aspp.b0..b4``,
 ``head.aspp.project``, ``head.block`` and the auxiliary FCN head under ``auxlayer.conv5``. Our
 :class:`~resnest_dense.modeling.sem_seg_heads.EncodingDeepLabV3Head` keeps the reference's
 ``nn.Sequential`` indices, so the head converts by prefix and the backbone goes through

@@ -4,7 +4,8 @@
   under ``$DETECTRON2_DATASETS/toy_coco`` on first use;
 * ``toy_sem_seg_{train,val}``: generated semantic-segmentation shapes (:mod:`.toy_sem_seg`);
 * ``ade20k_sem_seg_{train,val}``: detectron2's ADE20K names, if detectron2 has not registered
-  them (:mod:`.ade20k`).
+  them (:mod:`.ade20k`);
+* ``pascal_context_59_{train,val}``: PASCAL Context, 59 classes (:mod:`.pascal_context`).
 
 detectron2's builtin COCO names (``coco_2017_train`` ...) come from detectron2 itself. Any other
 COCO-format json + image folder: ``DATASETS.COCO_FORMAT`` (:mod:`.coco_format`,
@@ -16,12 +17,14 @@ from detectron2.data import DatasetCatalog
 
 from .ade20k import register_ade20k_sem_seg
 from .coco_format import register_coco_format_datasets
+from .pascal_context import register_pascal_context
 from .toy_coco import register_toy_coco
 from .toy_sem_seg import register_toy_sem_seg
 
 __all__ = [
     "register_ade20k_sem_seg",
     "register_coco_format_datasets",
+    "register_pascal_context",
     "register_toy_coco",
     "register_toy_sem_seg",
 ]
@@ -32,3 +35,4 @@ if "toy_coco_train" not in DatasetCatalog.list():
 if "toy_sem_seg_train" not in DatasetCatalog.list():
     register_toy_sem_seg()
 register_ade20k_sem_seg()
+register_pascal_context()

@@ -67,7 +67,8 @@ _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
 # Registry kinds of trained models, by the meta-architecture family they fit.
-_TRAINED_KINDS = {False: "coco_detector", True: "ade20k_segmenter"}  # by is_semantic_segmentation
+# by is_semantic_segmentation; a segmenter of any dataset fits a segmentation config.
+_TRAINED_KINDS = {False: ("coco_detector",), True: ("ade20k_segmenter", "pcontext_segmenter")}
 # What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
 # weights, never a bug.
 SETUP_ERRORS = (
@@ -189,7 +190,14 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
             missing = [
                 f"{field} {meta.get(field)!r}"
                 # image_dir / gt_dir: detectron2's builtin Cityscapes registration.
-                for field in ("json_file", "image_root", "sem_seg_root", "image_dir", "gt_dir")
+                for field in (
+                    "json_file",
+                    "image_root",
+                    "sem_seg_root",
+                    "split_file",
+                    "image_dir",
+                    "gt_dir",
+                )
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:
@@ -239,16 +247,16 @@ def check_weights(
             return [
                 StartupError(
                     f"MODEL.WEIGHTS={weights!r} holds ImageNet backbone weights only; the "
-                    f"{'detection' if wanted == 'coco_detector' else 'segmentation'} heads would be "
-                    "random." + override
+                    f"{'segmentation' if is_semantic_segmentation(cfg) else 'detection'} heads "
+                    "would be random." + override
                 )
             ]
-        if entry.kind != "imagenet_backbone" and entry.kind != wanted:
+        if entry.kind != "imagenet_backbone" and entry.kind not in wanted:
             return [
                 StartupError(
                     f"MODEL.WEIGHTS={weights!r} is a {entry.kind} but the config builds a "
-                    f"{cfg.MODEL.META_ARCHITECTURE} (expected a {wanted}). Use the config the model "
-                    f"was released with: configs/{entry.config}."
+                    f"{cfg.MODEL.META_ARCHITECTURE} (expected a {' or '.join(wanted)}). Use the "
+                    f"config the model was released with: configs/{entry.config}."
                 )
             ]
         return []
