@@ -4,8 +4,9 @@ A detectron2 ``DefaultTrainer`` subclass trains the segmentation configs by call
 its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
 
 * :func:`build_semseg_train_loader`: detectron2's ``DatasetMapper`` with the reference
-  augmentation (random long-side scale of ``INPUT.BASE_SIZE`` in ``INPUT.RANDOM_SCALE``, a
-  fixed ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
+  augmentation (random long-side scale of ``INPUT.BASE_SIZE`` in ``INPUT.RANDOM_SCALE``, or
+  mmsegmentation's :class:`RandomRatioResize` when ``INPUT.BASE_SIZE_SHORT`` > 0, a fixed
+  ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
 * :func:`build_semseg_optimizer`: SGD where the segmentation head runs at
   ``SOLVER.HEAD_LR_MULTIPLIER`` times the base learning rate (10x in the reference);
 * :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9);
