@@ -189,7 +189,15 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 continue
             missing = [
                 f"{field} {meta.get(field)!r}"
-                for field in ("json_file", "image_root", "sem_seg_root", "split_file")
+                # image_dir / gt_dir: detectron2's builtin Cityscapes registration.
+                for field in (
+                    "json_file",
+                    "image_root",
+                    "sem_seg_root",
+                    "split_file",
+                    "image_dir",
+                    "gt_dir",
+                )
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:

@@ -31,7 +31,13 @@ SCHEME = "resnest://"
 REGISTRY_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights.json")
 KINDS = ("imagenet_backbone", "coco_detector", "ade20k_segmenter", "pcontext_segmenter")
 # How a released file becomes a detectron2 checkpoint; "detectron2" files load as they are.
-FORMATS = ("resnest_official", "encoding_resnet", "encoding_deeplab", "detectron2")
+FORMATS = (
+    "resnest_official",
+    "encoding_resnet",
+    "encoding_deeplab",
+    "encoding_fcn",
+    "detectron2",
+)
 
 
 @dataclass(frozen=True)
