@@ -166,8 +166,9 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     )
 
 
-# Metadata fields of registered data sets that name files or folders (detectron2's COCO, COCO
-# panoptic and semantic-segmentation registrations; the PASCAL Context split file).
+# Metadata fields of registered data sets that name files or folders: detectron2's COCO, COCO
+# panoptic, semantic-segmentation and Cityscapes (image_dir / gt_dir) registrations; the PASCAL
+# Context split file.
 _DATA_FILE_FIELDS = (
     "json_file",
     "image_root",
@@ -175,6 +176,8 @@ _DATA_FILE_FIELDS = (
     "panoptic_json",
     "panoptic_root",
     "split_file",
+    "image_dir",
+    "gt_dir",
 )
 
 

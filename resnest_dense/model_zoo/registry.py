@@ -37,7 +37,13 @@ KINDS = (
     "pcontext_segmenter",
 )
 # How a released file becomes a detectron2 checkpoint; "detectron2" files load as they are.
-FORMATS = ("resnest_official", "encoding_resnet", "encoding_deeplab", "detectron2")
+FORMATS = (
+    "resnest_official",
+    "encoding_resnet",
+    "encoding_deeplab",
+    "encoding_fcn",
+    "detectron2",
+)
 
 
 @dataclass(frozen=True)
