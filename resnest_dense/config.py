@@ -23,6 +23,7 @@ __all__ = [
     "add_resnest_config",
     "cfg_value",
     "class_count_keys",
+    "has_sem_seg_head",
     "is_semantic_segmentation",
     "add_resnest_segmentation_config",
     "get_resnest_cfg",
@@ -274,6 +275,12 @@ def is_semantic_segmentation(cfg: CfgNode) -> bool:
     return cfg.MODEL.META_ARCHITECTURE in SEM_SEG_ARCHITECTURES
 
 
+def has_sem_seg_head(cfg: CfgNode) -> bool:
+    """True when the model predicts a per-pixel class map trained on label PNGs (semantic
+    segmentors, and Panoptic FPN's stuff head)."""
+    return is_semantic_segmentation(cfg) or cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+
+
 def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     """``(config key, dataset metadata attribute)`` pairs that must agree for ``cfg``'s model,
     e.g. ``[("MODEL.ROI_HEADS.NUM_CLASSES", "thing_classes")]``; empty for class-agnostic or
@@ -282,6 +289,6 @@ def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     keys = []
     if arch in _THING_CLASS_KEYS:
         keys.append((_THING_CLASS_KEYS[arch], "thing_classes"))
-    if arch in SEM_SEG_ARCHITECTURES or arch == "PanopticFPN":
+    if has_sem_seg_head(cfg):
         keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
     return keys

@@ -149,6 +149,7 @@ def test_registry_has_the_released_families():
         kinds["imagenet_backbone"]
     )
     assert len(kinds["coco_detector"]) == 17
+    assert kinds["coco_panoptic"] == ["panoptic_ResNeSt_200_FPN_syncBN_tricks_3x"]
     assert {"deeplab_resnest50_ade", "deeplab_resnest101_ade", "deeplab_resnest269_ade",
             "fcn_resnest50_ade"} <= set(kinds["ade20k_segmenter"])  # fmt: skip
     assert REGISTRY["deeplab_resnest269_ade"].hash_value.startswith("0074dd10")
@@ -179,7 +180,7 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 28
+    assert len(rows) == len(data["rows"]) == 29
     assert rows[("DeepLabV3", "S-269")]["metrics"] == {"pixAcc": 82.62, "mIoU": 47.6}
     assert rows[("FCN", "S-50")]["metrics"] == {"pixAcc": 80.18, "mIoU": 42.94}
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
@@ -227,7 +228,7 @@ def test_encoding_deeplab_entry_layout_converts_to_its_config(entry):
 def _fork_layout_facts(entry):
     """Names/shapes the detectron2-ResNeSt checkpoints have (fork naming, COCO: 80 classes)."""
     resnest = "_ResNeSt_" in entry.file
-    cascade = "cascade" in entry.file
+    cascade = "cascade" in entry.file or entry.kind == "coco_panoptic"  # Cascade heads
     stem = "stem.conv1_1.weight" if resnest else "stem.conv1.weight"
     box_head = "roi_heads.box_head.2" if cascade else "roi_heads.box_head"
     facts = {
@@ -241,12 +242,19 @@ def _fork_layout_facts(entry):
         facts["backbone.bottom_up.res3.0.shortcut.weight"] = None
     predictor = "roi_heads.box_predictor.2" if cascade else "roi_heads.box_predictor"
     facts[predictor + ".cls_score.weight"] = (81, 1024)
-    if entry.file.startswith("mask_"):
+    if entry.file.startswith(("mask_", "panoptic_")):
         facts["roi_heads.mask_head.predictor.weight"] = (80, 256, 1, 1)
+    if entry.kind == "coco_panoptic":
+        # detectron2's SemSegFPNHead with SyncBN: 53 stuff classes + "things", 128 channels.
+        facts["sem_seg_head.p2.0.norm.weight"] = (128,)
+        facts["sem_seg_head.p5.2.weight"] = (128, 128, 3, 3)
+        facts["sem_seg_head.predictor.weight"] = (54, 128, 1, 1)
     return facts
 
 
-@pytest.mark.parametrize("entry", deep_slow(entries("coco_detector")), ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "entry", deep_slow(entries("coco_detector") + entries("coco_panoptic")), ids=lambda e: e.name
+)
 def test_coco_entry_layout_loads_into_its_config(entry):
     expected = conversion._config_model_state(entry.config)
     for name, shape in _fork_layout_facts(entry).items():

@@ -1,7 +1,6 @@
 """End to end on the toy set: training, evaluation, demo, ADE20K label conversion, configs."""
 
 import glob
-import importlib.util
 import os
 import re
 import threading
@@ -28,17 +27,11 @@ from resnest_dense.engine.semseg import (
     build_semseg_train_loader,
 )
 
+from detection_helpers import load_tool
 from segmentation_helpers import segmentation_cfg, tiny_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "toy_sem_seg_pytest"
-
-
-def _load_script(path: str):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +130,7 @@ def test_loss_decreases_on_a_fixed_batch(toy_names, backbone):
 
 
 def test_demo_writes_palette_pngs_of_input_size(toy_names, tmp_path, capsys):
-    demo = _load_script(os.path.join(REPO, "tools", "demo_semseg.py"))
+    demo = load_tool("demo_semseg")
     cfg_file = os.path.join(REPO, "configs", "quick_schedules", "toy_deeplabv3_S14_OS8.yaml")
     opts = ["DATASETS.TEST", f"('{toy_names[1]}',)", "MODEL.RESNETS.NORM", "BN",
             "MODEL.SEM_SEG_HEAD.NORM", "BN"]  # fmt: skip
@@ -173,7 +166,7 @@ def test_demo_writes_palette_pngs_of_input_size(toy_names, tmp_path, capsys):
 
 
 def test_ade20k_label_conversion(tmp_path):
-    prepare = _load_script(os.path.join(REPO, "datasets", "prepare_ade20k_sem_seg.py"))
+    prepare = load_tool("prepare_ade20k_sem_seg", folder="datasets")
     root = tmp_path / "ADEChallengeData2016"
     sample = np.array([[0, 1, 2], [75, 149, 150]], np.uint8)
     for split in ("training", "validation"):

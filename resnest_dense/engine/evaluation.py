@@ -1,5 +1,7 @@
-"""The evaluator factory of every tool: COCO AP (detectron2's ``COCOEvaluator``) or mIoU /
-pixAcc (``SemSegEvaluator``), chosen by the dataset's ``evaluator_type``.
+"""The evaluator factory of every tool: COCO AP (detectron2's ``COCOEvaluator``), mIoU /
+pixAcc (``SemSegEvaluator``; Cityscapes: the official script when it can run) or, for COCO
+panoptic sets, PQ with box / mask AP and the stuff head's mIoU, chosen by the dataset's
+``evaluator_type``.
 
 Cityscapes (detectron2's ``cityscapes_fine_sem_seg_*``, ``evaluator_type="cityscapes_sem_seg"``)
 is evaluated by detectron2's ``CityscapesSemSegEvaluator`` (the official cityscapesScripts:
@@ -19,9 +21,10 @@ import numpy as np
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.evaluation import coco_evaluation as d2_coco_evaluation
 
+from .panoptic import PanopticQualityEvaluator
 from .semseg import build_semseg_evaluator
 
 __all__ = [
@@ -71,20 +74,33 @@ def build_evaluator(
     """
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if kind == "coco":
-        tasks = ["bbox"]
-        if cfg.MODEL.MASK_ON:
-            tasks.append("segm")
-        if cfg.MODEL.KEYPOINT_ON:
-            tasks.append("keypoints")
-        return build_coco_evaluator(dataset_name, output_folder, tasks=tasks)
+        return build_coco_evaluator(dataset_name, output_folder, tasks=_coco_tasks(cfg))
     if kind == "sem_seg":
         return build_semseg_evaluator(cfg, dataset_name, output_folder)
+    if kind == "coco_panoptic_seg":
+        # As detectron2's train_net: the stuff head's mIoU, box / mask AP, and PQ.
+        return DatasetEvaluators(
+            [
+                build_semseg_evaluator(cfg, dataset_name, output_folder),
+                build_coco_evaluator(dataset_name, output_folder, tasks=_coco_tasks(cfg)),
+                PanopticQualityEvaluator(dataset_name, output_folder),
+            ]
+        )
     if kind == "cityscapes_sem_seg":
         return build_cityscapes_sem_seg_evaluator(cfg, dataset_name, output_folder)
     raise NotImplementedError(
         f"No evaluator for dataset {dataset_name!r} with evaluator_type {kind!r} "
-        "(supported: 'coco', 'sem_seg', 'cityscapes_sem_seg')"
+        "(supported: 'coco', 'sem_seg', 'coco_panoptic_seg', 'cityscapes_sem_seg')"
     )
+
+
+def _coco_tasks(cfg: CfgNode):
+    tasks = ["bbox"]
+    if cfg.MODEL.MASK_ON:
+        tasks.append("segm")
+    if cfg.MODEL.KEYPOINT_ON:
+        tasks.append("keypoints")
+    return tasks
 
 
 def cityscapes_scripts_problem() -> Optional[str]:
