@@ -44,3 +44,16 @@ def test_tta_on_a_segmentation_config_is_refused_at_start_up():
     opts = ["TEST.AUG.ENABLED", True, "DATASETS.TRAIN", (), "DATASETS.TEST", ()]
     with pytest.raises(StartupError, match="TEST.SEM_SEG.SCALES"):
         load_config(config, opts, purpose="eval", allow_random_weights=True)
+
+
+def test_tta_on_panoptic_fpn_is_skipped_with_a_warning(caplog):
+    """detectron2's TTA wrapper cannot call PanopticFPN.inference: evaluate without it."""
+    import logging
+
+    from resnest_dense.engine import Trainer
+
+    config = os.path.join(CONFIGS, "quick_schedules/toy_panoptic_fpn_S14.yaml")
+    cfg = load_config(config, ["TEST.AUG.ENABLED", True], purpose="eval", allow_random_weights=True)
+    with caplog.at_level(logging.WARNING):
+        assert Trainer.test_with_TTA(cfg, model=None) == {}
+    assert "cannot wrap PanopticFPN" in caplog.text

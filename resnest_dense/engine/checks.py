@@ -74,9 +74,13 @@ logger = logging.getLogger(__name__)
 _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
-# Registry kinds of trained models, by the meta-architecture family they fit.
-# by is_semantic_segmentation; a segmenter of any dataset fits a segmentation config.
-_TRAINED_KINDS = {False: ("coco_detector",), True: ("ade20k_segmenter", "pcontext_segmenter")}
+# Registry kinds of trained models, by the model family they fit (:func:`_model_family`); a
+# segmenter of any dataset fits a segmentation config.
+_TRAINED_KINDS = {
+    "detection": ("coco_detector",),
+    "panoptic": ("coco_panoptic",),
+    "segmentation": ("ade20k_segmenter", "pcontext_segmenter"),
+}
 # What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
 # weights, never a bug.
 SETUP_ERRORS = (
@@ -129,7 +133,9 @@ def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> Li
 def check_test_aug(cfg: CfgNode) -> List[StartupError]:
     """``TEST.AUG`` is detectron2's R-CNN test-time augmentation (``GeneralizedRCNNWithTTA``)."""
     arch = cfg.MODEL.META_ARCHITECTURE
-    if not cfg.TEST.AUG.ENABLED or arch == "GeneralizedRCNN":
+    # PanopticFPN configs (the fork's panoptic recipe enables TEST.AUG) pass: the evaluation
+    # then skips TTA with a warning (Trainer.test_with_TTA).
+    if not cfg.TEST.AUG.ENABLED or arch in ("GeneralizedRCNN", "PanopticFPN"):
         return []
     return [
         StartupError(
@@ -185,6 +191,21 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     )
 
 
+# Metadata fields of registered data sets that name files or folders: detectron2's COCO, COCO
+# panoptic, semantic-segmentation and Cityscapes (image_dir / gt_dir) registrations; the PASCAL
+# Context split file.
+_DATA_FILE_FIELDS = (
+    "json_file",
+    "image_root",
+    "sem_seg_root",
+    "panoptic_json",
+    "panoptic_root",
+    "split_file",
+    "image_dir",
+    "gt_dir",
+)
+
+
 def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     """Problems of the datasets named by ``cfg``: unregistered names, missing files.
 
@@ -212,7 +233,7 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 continue
             missing = [
                 f"{field} {meta.get(field)!r}"
-                for field in ("json_file", "image_root", "sem_seg_root", "split_file")
+                for field in _DATA_FILE_FIELDS
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:
@@ -256,6 +277,12 @@ def use_registry_for_weights_url(cfg: CfgNode) -> Optional[str]:
     return entry.name
 
 
+def _model_family(cfg: CfgNode) -> str:
+    if is_semantic_segmentation(cfg):
+        return "segmentation"
+    return "panoptic" if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN" else "detection"
+
+
 def check_weights(
     cfg: CfgNode, purpose: str = "train", allow_random: bool = False
 ) -> List[StartupError]:
@@ -286,13 +313,13 @@ def check_weights(
             entry = get_entry(weights)
         except KeyError as e:
             return [StartupError(f"MODEL.WEIGHTS={weights!r}: {e.args[0]}")]
-        wanted = _TRAINED_KINDS[is_semantic_segmentation(cfg)]
+        family = _model_family(cfg)
+        wanted = _TRAINED_KINDS[family]
         if needs_trained and entry.kind == "imagenet_backbone":
             return [
                 StartupError(
                     f"MODEL.WEIGHTS={weights!r} holds ImageNet backbone weights only; the "
-                    f"{'segmentation' if is_semantic_segmentation(cfg) else 'detection'} heads "
-                    "would be random." + override
+                    f"{family} heads would be random." + override
                 )
             ]
         if entry.kind != "imagenet_backbone" and entry.kind not in wanted:

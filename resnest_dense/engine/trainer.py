@@ -226,14 +226,24 @@ class Trainer(DefaultTrainer):
         boxes merged by NMS, masks averaged), as detectron2's ``tools/train_net.py`` does.
 
         Args:
-            cfg: an R-CNN config (``GeneralizedRCNNWithTTA`` wraps only ``GeneralizedRCNN``).
+            cfg: an R-CNN config (``GeneralizedRCNNWithTTA`` wraps ``GeneralizedRCNN``; for
+                ``PanopticFPN`` nothing is run, with a warning, see below).
             model: the (possibly BN-folded) detector.
 
         Returns:
             detectron2's ``test`` results with ``_TTA`` appended to every top-level key
             (``bbox_TTA``, ``segm_TTA``; or ``<dataset>_TTA`` for several test sets). The
-            evaluator files go to ``<OUTPUT_DIR>/inference_TTA``.
+            evaluator files go to ``<OUTPUT_DIR>/inference_TTA``. Empty for ``PanopticFPN``,
+            which detectron2's wrapper cannot call.
         """
+        if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+            # detectron2 0.7.2's wrapper calls model.inference(inputs, detected_instances,
+            # do_postprocess=False); PanopticFPN.inference takes no detected_instances.
+            logger.warning(
+                "TEST.AUG.ENABLED: detectron2's GeneralizedRCNNWithTTA cannot wrap PanopticFPN "
+                "(its inference() has no detected_instances argument); evaluated without TTA."
+            )
+            return OrderedDict()
         logger.info(
             "Running inference with test-time augmentation: short sides %s, max %d, flip %s",
             tuple(cfg.TEST.AUG.MIN_SIZES),
