@@ -80,25 +80,44 @@ def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
         assert all(
             isinstance(b.conv2, SplitAttentionConv2d) and b.conv2.radix == 2 for b in blocks
         ), config
+    # DCN configs: a deformable split-attention conv in every block of res3-res5 only.
+    if "_dcn_" in name:
+        assert not any(b.conv2.deformable for b in bottom_up.res2)
+        assert all(b.conv2.deformable and b.conv2.deform_modulated for b in blocks[3:])
+        assert all(b.conv2_offset.groups == 2 for b in blocks[3:])
+    else:
+        assert not any(getattr(b, "conv2_offset", None) is not None for b in blocks), config
 
 
 def _paper_recipe_configs():
-    """The paper's 1x detection recipe (the panoptic model's is checked in test_panoptic)."""
-    return [c for c in ALL_CONFIGS if c.startswith("COCO-") and "Panoptic" not in c]
+    """The paper's 1x detection recipe (the panoptic model's is checked in test_panoptic, the
+    all-tricks 3x models' in test_all_tricks_3x_recipe)."""
+    return [
+        c
+        for c in ALL_CONFIGS
+        if c.startswith("COCO-") and "Panoptic" not in c and "_all_tricks_" not in c
+    ]
+
+
+def _common_recipe(cfg, config):
+    """What the 1x and the all-tricks 3x recipes share."""
+    assert cfg.MODEL.RESNETS.NORM == "SyncBN" and cfg.MODEL.FPN.NORM == "SyncBN"
+    box = cfg.MODEL.ROI_BOX_HEAD
+    assert (box.NUM_CONV, box.NUM_FC, box.FC_DIM) == (4, 1, 1024) and "SyncBN" in box.NORM
+    assert cfg.MODEL.PIXEL_MEAN == [123.68, 116.779, 103.939]
+    assert cfg.MODEL.PIXEL_STD == [58.393, 57.12, 57.375]
+    assert cfg.TEST.PRECISE_BN.ENABLED and cfg.MODEL.RESNETS.DROPBLOCK_PROB == 0
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.02)
+    assert "OUTPUT_DIR" not in open(os.path.join(CONFIGS, config)).read()
 
 
 @pytest.mark.parametrize("config", _paper_recipe_configs())
 def test_paper_recipe(config):
     cfg = load_config(os.path.join(CONFIGS, config), TOY_DATA)
-    assert cfg.MODEL.RESNETS.NORM == "SyncBN" and cfg.MODEL.FPN.NORM == "SyncBN"
-    box = cfg.MODEL.ROI_BOX_HEAD
-    assert (box.NUM_CONV, box.NUM_FC, box.FC_DIM) == (4, 1, 1024) and "SyncBN" in box.NORM
+    _common_recipe(cfg, config)
     assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800)
     assert cfg.INPUT.MAX_SIZE_TRAIN == 1333 and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice"
-    assert cfg.MODEL.PIXEL_MEAN == [123.68, 116.779, 103.939]
-    assert cfg.MODEL.PIXEL_STD == [58.393, 57.12, 57.375]
-    assert cfg.TEST.PRECISE_BN.ENABLED and cfg.MODEL.RESNETS.DROPBLOCK_PROB == 0
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.02)
+    assert not cfg.INPUT.CROP.ENABLED
     assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (90000, (60000, 80000))
     assert cfg.MODEL.MASK_ON == config.startswith("COCO-InstanceSegmentation")
     assert cfg.MODEL.ROI_HEADS.NAME == (
@@ -107,10 +126,26 @@ def test_paper_recipe(config):
     assert "OUTPUT_DIR" not in open(os.path.join(CONFIGS, config)).read()
 
 
+@pytest.mark.parametrize("config", [c for c in ALL_CONFIGS if "_all_tricks_3x" in c])
+def test_all_tricks_3x_recipe(config):
+    """The fork's ResNeSt-200 "all tricks" recipe, element by element."""
+    cfg = load_config(os.path.join(CONFIGS, config), TOY_DATA)
+    _common_recipe(cfg, config)
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+    assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+    assert cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN == 2000
+    assert cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 8 and "SyncBN" in cfg.MODEL.ROI_MASK_HEAD.NORM
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 864) and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range"
+    assert cfg.INPUT.MAX_SIZE_TRAIN == 1440 and cfg.INPUT.CROP.ENABLED
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (270000, (240000, 255000))
+    assert cfg.MODEL.RESNETS.DEPTH == 200
+    assert cfg.MODEL.RESNETS.DEFORM_MODULATED == ("_dcn_" in config)
+
+
 def _twins():
     pairs = []
     for config in _paper_recipe_configs():
-        if "_ResNeSt_" in config and "_ResNeSt_200_" not in config:
+        if "_ResNeSt_" in config and "_ResNeSt_200_" not in config and "_dcn_" not in config:
             twin = config.replace("_ResNeSt_", "_R_").replace("_syncBN_", "_syncbn_")
             pairs.append((twin, config))
     return pairs

@@ -148,12 +148,21 @@ def test_registry_has_the_released_families():
     assert {"resnest50", "resnest101", "resnest200", "resnest269"} <= set(
         kinds["imagenet_backbone"]
     )
-    assert len(kinds["coco_detector"]) == 17
+    assert len(kinds["coco_detector"]) == 20
     assert kinds["coco_panoptic"] == ["panoptic_ResNeSt_200_FPN_syncBN_tricks_3x"]
     assert {"deeplab_resnest50_ade", "deeplab_resnest101_ade", "deeplab_resnest269_ade",
             "fcn_resnest50_ade"} <= set(kinds["ade20k_segmenter"])  # fmt: skip
     assert REGISTRY["deeplab_resnest269_ade"].hash_value.startswith("0074dd10")
     assert REGISTRY["fcn_resnest50_ade"].format == "encoding_fcn"
+    # The fork's backbone-only files in detectron2 layout (its YAMLs' MODEL.WEIGHTS).
+    assert {"resnest50_detectron", "resnest101_detectron", "resnest200_detectron"} <= set(
+        kinds["imagenet_backbone"]
+    )
+    assert REGISTRY["resnest50_detectron"].file == "resnest50_detectron-255b5649.pth"
+    dcn = REGISTRY["mask_cascade_rcnn_ResNeSt_200_FPN_dcn_syncBN_all_tricks_3x"]
+    assert dcn.file.endswith("-e1901134.pth") and dcn.hash_value == "e1901134"
+    # Linked without a hash in the fork's README: nothing to verify, and the registry says so.
+    assert REGISTRY["faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x"].hash_value is None
     assert REGISTRY["resnest50"].file == "resnest50-528c19ca.pth"
     assert REGISTRY["mask_rcnn_ResNeSt_50_FPN_syncBN_1x"].file.endswith("-f442d863.pth")
 
@@ -162,10 +171,14 @@ def test_registry_has_the_released_families():
 def test_registry_entry_is_consistent(entry):
     data = json.load(open(registry.REGISTRY_FILE))
     assert entry.source in data["sources"]
-    # Published file names carry the first 8 hex digits of the published hash.
+    # Published file names carry the first 8 hex digits of the published hash; a file published
+    # without one has no hash in the registry either.
     m = re.match(r"^(.+)-([0-9a-f]{8})\.pth$", entry.file)
-    assert m and entry.hash_value and entry.hash_value.startswith(m.group(2)), entry.file
-    assert entry.name == m.group(1)
+    if entry.hash_value is None:
+        assert not m and entry.file == entry.name + ".pth", entry.file
+    else:
+        assert m and entry.hash_value.startswith(m.group(2)), entry.file
+        assert entry.name == m.group(1)
     expected_url_end = entry.file[:-4] + ".zip" if entry.archive == "zip" else entry.file
     assert entry.urls and all(u.startswith("https://") for u in entry.urls)
     assert all(u.endswith("/" + expected_url_end) for u in entry.urls)
@@ -180,10 +193,13 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 29
+    assert len(rows) == len(data["rows"]) == 32
     assert rows[("DeepLabV3", "S-269")]["metrics"] == {"pixAcc": 82.62, "mIoU": 47.6}
     assert rows[("FCN", "S-50")]["metrics"] == {"pixAcc": 80.18, "mIoU": 42.94}
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
+    assert rows[("Faster R-CNN", "S-50-DCNv2")]["metrics"] == {"box_AP": 44.11}
+    tricks = rows[("Cascade Mask R-CNN", "S-200-DCNv2-tricks-3x")]
+    assert tricks["metrics"] == {"box_AP": 50.91, "mask_AP": 44.5}
     assert rows[("DeepLabV3", "S-200")]["metrics"] == {"pixAcc": 82.45, "mIoU": 48.36}
     for (task, _), row in rows.items():
         model_zoo.get_config_file(row["config"])
@@ -195,7 +211,13 @@ def test_paper_results_configs_exist_and_pairs_resolve():
 # ------------------------------------------- every released entry fits its network
 
 
-@pytest.mark.parametrize("entry", deep_slow(entries("imagenet_backbone")), ids=lambda e: e.name)
+def converted_entries(kind):
+    return [e for e in entries(kind) if e.format != "detectron2"]
+
+
+@pytest.mark.parametrize(
+    "entry", deep_slow(converted_entries("imagenet_backbone")), ids=lambda e: e.name
+)
 def test_imagenet_entry_layout_converts_to_its_backbone(entry):
     timm_name, kwargs = TIMM_NAMES[entry.name]
     state = official_state(timm_name, **kwargs)
@@ -244,6 +266,15 @@ def _fork_layout_facts(entry):
     facts[predictor + ".cls_score.weight"] = (81, 1024)
     if entry.file.startswith(("mask_", "panoptic_")):
         facts["roi_heads.mask_head.predictor.weight"] = (80, 256, 1, 1)
+    if "_all_tricks_" in entry.file:
+        facts["roi_heads.mask_head.mask_fcn8.weight"] = (256, 256, 3, 3)
+    if "_dcn_" in entry.file:
+        # The fork's DeformBottleneckBlock: conv2_offset = Conv2d(C, 27 * 2, 3, groups=2) with
+        # bias on res3-res5 (C = 128 in res3.0), none in res2.
+        facts["backbone.bottom_up.res3.0.conv2_offset.weight"] = (54, 64, 3, 3)
+        facts["backbone.bottom_up.res3.0.conv2_offset.bias"] = (54,)
+        facts["backbone.bottom_up.res5.0.conv2_offset.bias"] = (54,)
+        facts["backbone.bottom_up.res3.0.conv2.conv.weight"] = (256, 64, 3, 3)
     if entry.kind == "coco_panoptic":
         # detectron2's SemSegFPNHead with SyncBN: 53 stuff classes + "things", 128 channels.
         facts["sem_seg_head.p2.0.norm.weight"] = (128,)
@@ -273,6 +304,42 @@ def test_coco_entry_layout_loads_into_its_config(entry):
     assert not result.missing_keys and not result.unexpected_keys
 
 
+# The detector each fork backbone file initialises in the fork's own YAMLs.
+FORK_BACKBONE_CONFIGS = {
+    "resnest50_detectron": "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.yaml",
+    "resnest101_detectron": "COCO-Detection/faster_rcnn_ResNeSt_101_FPN_syncbn_range-scale_1x.yaml",
+    "resnest200_detectron": (
+        "COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_200_FPN_dcn_syncBN_all_tricks_3x.yaml"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    deep_slow([e for e in entries("imagenet_backbone") if e.format == "detectron2"]),
+    ids=lambda e: e.name,
+)
+def test_fork_backbone_file_initialises_every_backbone_weight(entry):
+    """A file in the fork's backbone layout (detectron2 names without a prefix) fills every
+    backbone.bottom_up weight of its detector by detectron2's suffix matching, except the
+    new DCN offset convs (zero-initialised, absent from ImageNet files in the fork too)."""
+    from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+
+    synthetic = conversion._variant_backbone_state(entry)
+    assert "stem.conv1_1.weight" in synthetic and "res2.0.conv2.fc1.weight" in synthetic
+    model_state = conversion._config_model_state(FORK_BACKBONE_CONFIGS[entry.name])
+    matched = align_and_update_state_dicts(model_state, synthetic, c2_conversion=False)
+    # BN batch counters are not weights (the FrozenBN layout has none).
+    bottom_up = {
+        k
+        for k in model_state
+        if k.startswith("backbone.bottom_up.") and not k.endswith("num_batches_tracked")
+    }
+    offsets = {k for k in bottom_up if ".conv2_offset." in k}
+    assert offsets or "dcn" not in FORK_BACKBONE_CONFIGS[entry.name]
+    assert set(matched) == bottom_up - offsets
+
+
 # --------------------------------------------------------- loading and its errors
 
 
@@ -289,6 +356,66 @@ def test_missing_file_says_where_to_put_it(isolated):
     assert REGISTRY["resnest50"].urls[0] in msg
     assert os.path.join(str(isolated / "cache"), "resnest50-528c19ca.pth") in msg
     assert not (isolated / "cache").exists() or not os.listdir(isolated / "cache")
+
+
+FORK_YAML = """\
+_BASE_: "{base}"
+MODEL:
+  WEIGHTS: "{url}"
+  BACKBONE:
+    NAME: "build_resnet_fpn_backbone"
+"""
+
+
+def test_fork_yaml_weights_url_offline_says_where_to_put_it(isolated):
+    """A fork YAML naming a backbone file by URL: offline, a hint, not a bare URLError."""
+    from resnest_dense.config import get_resnest_cfg
+    from resnest_dense.engine.checks import use_registry_for_weights_url
+
+    url = REGISTRY["resnest50_detectron"].urls[0]
+    base = model_zoo.get_config_file(FORK_BACKBONE_CONFIGS["resnest50_detectron"])
+    yaml = isolated / "fork.yaml"
+    yaml.write_text(FORK_YAML.format(base=base, url=url))
+    cfg = get_resnest_cfg(str(yaml))
+    assert use_registry_for_weights_url(cfg) == "resnest50_detectron"
+    assert cfg.MODEL.WEIGHTS == "resnest://resnest50_detectron"
+    # Every tool's set-up path applies it (start-up checks, before any weight is loaded).
+    from resnest_dense.engine import load_config
+
+    no_data = ["DATASETS.TRAIN", (), "DATASETS.TEST", (), "MODEL.DEVICE", "cpu"]
+    assert load_config(str(yaml), no_data).MODEL.WEIGHTS == "resnest://resnest50_detectron"
+    # What DetectionCheckpointer does with MODEL.WEIGHTS.
+    with pytest.raises(store.WeightsNotFoundError) as e:
+        PathManager.get_local_path(cfg.MODEL.WEIGHTS)
+    msg = str(e.value)
+    assert url in msg and "MODEL.WEIGHTS resnest://resnest50_detectron" in msg
+    assert os.path.join(str(isolated / "cache"), "resnest50_detectron-255b5649.pth") in msg
+
+
+def test_weights_url_of_a_local_registry_file_loads_offline(isolated, monkeypatch):
+    """The same URL with the file on disk: used offline (detectron2 would try to download)."""
+    from resnest_dense.config import get_resnest_cfg
+    from resnest_dense.engine.checks import use_registry_for_weights_url
+
+    src = isolated / "x.pth"
+    torch.save({"model": {}}, src)
+    digest = sha256(src)[:8]
+    raw = {
+        "name": "toy_fork", "file": f"toy_fork-{digest}.pth", "kind": "imagenet_backbone",
+        "urls": [f"https://example.invalid/detectron/toy_fork-{digest}.pth"],
+        "hash": {"algorithm": "sha256", "value": digest}, "format": "detectron2",
+        "variant": "resnest50", "config": None, "source": "resnest_fork_yaml_weights",
+    }  # fmt: skip
+    monkeypatch.setenv("RESNEST_DENSE_REGISTRY", write_registry(isolated / "reg.json", raw))
+    (isolated / "cache").mkdir()
+    os.link(src, isolated / "cache" / raw["file"])
+    # A mirror URL with the same file name (the fork's YAMLs use an older host) maps too.
+    cfg = get_resnest_cfg(None, ["MODEL.WEIGHTS", "https://mirror.invalid/a/" + raw["file"]])
+    assert use_registry_for_weights_url(cfg) == "toy_fork"
+    assert PathManager.get_local_path(cfg.MODEL.WEIGHTS) == str(isolated / "cache" / raw["file"])
+    other = get_resnest_cfg(None, ["MODEL.WEIGHTS", "https://example.invalid/unknown.pth"])
+    assert use_registry_for_weights_url(other) is None
+    assert other.MODEL.WEIGHTS == "https://example.invalid/unknown.pth"
 
 
 def test_unknown_name_lists_known_ones(isolated):

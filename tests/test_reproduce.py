@@ -83,7 +83,7 @@ def test_collect_labels_toy_runs_and_rejects_empty_root(tmp_path):
 def test_train_dry_run_prints_the_8_gpu_commands(capsys):
     assert reproduce.main(["--train", "--dry-run", "--output", "out"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(reproduce.paper_rows()) == 29
+    assert len(lines) == len(reproduce.paper_rows()) == 32
     assert (
         "python tools/train_net.py --config-file "
         "configs/COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml "

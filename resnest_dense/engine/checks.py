@@ -40,7 +40,13 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
-from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get_entry
+from ..model_zoo import (
+    SCHEME,
+    ChecksumMismatchError,
+    WeightsNotFoundError,
+    entry_for_url,
+    get_entry,
+)
 from .amp import amp_dtype
 
 __all__ = [
@@ -52,12 +58,14 @@ __all__ = [
     "adapt_norms_for_device",
     "check_dataset_files",
     "check_finite_losses",
+    "check_test_aug",
     "check_training_setup",
     "check_weights",
     "non_finite_message",
     "MissingFileError",
     "UnregisteredDatasetError",
     "resolve_device",
+    "use_registry_for_weights_url",
     "validate",
 ]
 
@@ -120,6 +128,23 @@ def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> Li
             ", ".join(changed),
         )
     return changed
+
+
+def check_test_aug(cfg: CfgNode) -> List[StartupError]:
+    """``TEST.AUG`` is detectron2's R-CNN test-time augmentation (``GeneralizedRCNNWithTTA``)."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    # PanopticFPN configs (the fork's panoptic recipe enables TEST.AUG) pass: the evaluation
+    # then skips TTA with a warning (Trainer.test_with_TTA).
+    if not cfg.TEST.AUG.ENABLED or arch in ("GeneralizedRCNN", "PanopticFPN"):
+        return []
+    return [
+        StartupError(
+            f"TEST.AUG.ENABLED=True needs an R-CNN detector (MODEL.META_ARCHITECTURE "
+            f"GeneralizedRCNN), got {arch}: detectron2's GeneralizedRCNNWithTTA wraps only that. "
+            "Semantic segmentation has its own multi-scale + flip inference (TEST.SEM_SEG.SCALES, "
+            "TEST.SEM_SEG.FLIP); set TEST.AUG.ENABLED False."
+        )
+    ]
 
 
 def check_training_setup(cfg: CfgNode, world_size: Optional[int] = None) -> List[StartupError]:
@@ -223,6 +248,35 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     return problems
 
 
+def use_registry_for_weights_url(cfg: CfgNode) -> Optional[str]:
+    """Load a released file that ``MODEL.WEIGHTS`` names by URL through the registry.
+
+    The fork's YAML files name their weights by URL (``.../resnest50_detectron-255b5649.pth``).
+    detectron2 would download such a URL unverified, and fail offline with a bare ``URLError``
+    even when the file is on disk. A URL of a registry file is therefore replaced by its
+    ``resnest://`` name (``cfg`` mutable): the file is then looked up offline first,
+    checksummed, and a missing one is reported with where to put it.
+
+    Returns:
+        The registry name used, or None (not a URL of a registry file; left unchanged).
+    """
+    weights = cfg.MODEL.WEIGHTS
+    if not weights.startswith(("http://", "https://")):
+        return None
+    entry = entry_for_url(weights)
+    if entry is None:
+        return None
+    cfg.MODEL.WEIGHTS = SCHEME + entry.name
+    logger.info(
+        "MODEL.WEIGHTS %s is the released file %s: loading it as %s (local copies first, "
+        "checksummed).",
+        weights,
+        entry.file,
+        cfg.MODEL.WEIGHTS,
+    )
+    return entry.name
+
+
 def _model_family(cfg: CfgNode) -> str:
     if is_semantic_segmentation(cfg):
         return "segmentation"
@@ -322,8 +376,11 @@ def validate(
     world_size = comm.get_world_size() if world_size is None else world_size
     resolve_device(cfg)
     adapt_norms_for_device(cfg, world_size)
+    use_registry_for_weights_url(cfg)
     problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)
+    if purpose == "eval":
+        problems += check_test_aug(cfg)
     if purpose == "train":
         problems += check_training_setup(cfg, world_size)
     if not problems and purpose in ("train", "eval"):

@@ -41,7 +41,9 @@ def evaluate_weights(
     The weights are loaded strictly: a file that does not cover the model exactly (another
     architecture, a backbone-only file, another ``NUM_CLASSES``) raises
     :class:`~resnest_dense.checkpoint.CheckpointMismatchError` naming the keys, unless
-    ``allow_random_weights``. Batch norms are folded when ``TEST.FAST_INFERENCE``.
+    ``allow_random_weights``. Batch norms are folded when ``TEST.FAST_INFERENCE``. With
+    ``TEST.AUG.ENABLED`` the detector is evaluated a second time with test-time augmentation
+    (:meth:`Trainer.test_with_TTA`) and the ``*_TTA`` results are added.
     """
     model = Trainer.build_model(cfg)
     checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
@@ -54,6 +56,9 @@ def evaluate_weights(
     if cfg.TEST.FAST_INFERENCE:
         optimize_for_inference(model)
     results = Trainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        # Both numbers, as detectron2's train_net reports them: bbox, ..., bbox_TTA, ...
+        results.update(Trainer.test_with_TTA(cfg, model))
     if comm.is_main_process():
         verify_results(cfg, results)
         write_results(cfg, results, weights=weights)

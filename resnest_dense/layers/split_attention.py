@@ -9,9 +9,14 @@ the official implementation, so its weights load unchanged.
 
 Everything is a fixed-shape reshape/sum: no Python loop over splits or groups, which keeps the
 layer traceable, scriptable and exportable to ONNX.
+
+With ``deformable=True`` the grouped 3x3 conv becomes a (modulated) deformable conv, as in the
+detectron2-ResNeSt fork's DCN models: the same ``conv.weight`` is sampled at offsets that the
+enclosing block predicts (its ``conv2_offset``) and passes to :meth:`SplitAttentionConv2d.forward`.
 """
 
 import logging
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +24,7 @@ from detectron2.layers import Conv2d, NaiveSyncBatchNorm, get_norm
 from detectron2.utils.logger import log_first_n
 from torch import nn
 
+from .deform_conv import deform_conv_from_offsets
 from .dropblock import DropBlock2d
 
 __all__ = ["SplitAttentionConv2d", "radix_softmax"]
@@ -70,6 +76,8 @@ class SplitAttentionConv2d(nn.Module):
         min_inter_channels: int = 32,
         norm: str = "BN",
         dropblock_prob: float = 0.0,
+        deformable: bool = False,
+        deform_modulated: bool = True,
     ):
         """
         Args:
@@ -83,6 +91,10 @@ class SplitAttentionConv2d(nn.Module):
             min_inter_channels: the 32 above.
             norm: a detectron2 norm name for ``get_norm`` (BN, SyncBN, FrozenBN, GN, ...).
             dropblock_prob: DropBlock probability after ``bn0`` (0 = off).
+            deformable: the 3x3 conv is deformable; :meth:`forward` then needs the offsets.
+                Its weight keeps the name and shape of the plain conv (``conv.weight``), as in
+                the fork, whose deformable conv there was created with ``bias=False`` too.
+            deform_modulated: DCNv2 (offsets + sigmoid mask) rather than DCNv1 (offsets only).
         """
         super().__init__()
         if radix < 1:
@@ -94,6 +106,8 @@ class SplitAttentionConv2d(nn.Module):
             )
         self.radix = radix
         self.cardinality = cardinality
+        self.deformable = deformable
+        self.deform_modulated = deform_modulated
         inter_channels = max(out_channels * radix // reduction_factor, min_inter_channels)
         self.conv = Conv2d(
             in_channels,
@@ -146,15 +160,41 @@ class SplitAttentionConv2d(nn.Module):
                 )
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             x: ``(B, in_channels, H, W)``.
+            offset: deformable layers only: the offset conv output, ``(B, 3 * G * 9, H / stride,
+                W / stride)`` (offsets then mask logits) for DCNv2, ``(B, 2 * G * 9, ...)`` for
+                DCNv1, with ``G`` deformable groups (see :mod:`.deform_conv`).
 
         Returns:
             ``(B, out_channels, H / stride, W / stride)``.
         """
-        x = self.bn0(self.conv(x))
+        if offset is None:
+            if self.deformable:
+                raise ValueError(
+                    "This SplitAttentionConv2d is deformable: pass the offsets predicted by its "
+                    "block's conv2_offset as forward(x, offset)."
+                )
+            x = self.conv(x)
+        else:
+            if not self.deformable:
+                raise ValueError(
+                    "This SplitAttentionConv2d is not deformable (deformable=False) but got "
+                    "offsets; build it with deformable=True to use them."
+                )
+            x = deform_conv_from_offsets(
+                x,
+                offset,
+                self.conv.weight,
+                self.conv.bias,
+                self.conv.stride,
+                self.conv.padding,
+                self.conv.dilation,
+                self.deform_modulated,
+            )
+        x = self.bn0(x)
         if self.dropblock is not None:
             x = self.dropblock(x)
         x = F.relu_(x)

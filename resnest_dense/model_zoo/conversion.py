@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 def _variant_backbone_state(entry: WeightEntry) -> Dict[str, torch.Tensor]:
     """Names and shapes (meta tensors) of the backbone an ImageNet entry initialises."""
     with torch.device("meta"):
-        if entry.format == "resnest_official":
+        # The fork's resnest*_detectron files hold the same backbone under detectron2 names.
+        if entry.format in ("resnest_official", "detectron2"):
             return build_variant_backbone(entry.variant).state_dict()
         depth = int(entry.variant.replace("resnet", "").rstrip("s"))
         cfg = get_resnest_cfg()

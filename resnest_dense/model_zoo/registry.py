@@ -10,6 +10,7 @@ checkpoints is :mod:`.conversion`.
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ __all__ = [
     "SCHEME",
     "WeightEntry",
     "default_registry",
+    "entry_for_url",
     "get_entry",
     "load_registry",
     "weights_for_config",
@@ -134,6 +136,22 @@ def get_entry(name: str, registry: Optional[Dict[str, WeightEntry]] = None) -> W
     raise KeyError(
         f"{name!r} is not in the weights registry. Known names: {', '.join(sorted(registry))}"
     )
+
+
+def entry_for_url(
+    url: str, registry: Optional[Dict[str, WeightEntry]] = None
+) -> Optional[WeightEntry]:
+    """The entry a download URL names: one of its URLs, or a URL ending in its file name.
+
+    The file-name match covers mirrors and the older hosts the fork's YAML files still name
+    (``https://hangzh.s3.amazonaws.com/detectron/<file>``); the file is checksummed anyway.
+    """
+    registry = registry if registry is not None else default_registry()
+    for entry in registry.values():
+        if url in entry.urls:
+            return entry
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return next((e for e in registry.values() if name and e.file == name), None)
 
 
 def weights_for_config(

@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..utils.io import TMP_PREFIX, atomic_write
-from .registry import WeightEntry
+from .registry import SCHEME, WeightEntry
 
 __all__ = [
     "ChecksumMismatchError",
@@ -182,6 +182,7 @@ def _missing_message(entry: WeightEntry, why: str) -> str:
         f"and put it at: {put}",
         f"(or in a directory listed in RESNEST_DENSE_WEIGHTS_DIRS). Expected "
         f"{entry.expected_hash()}. Searched: {', '.join(search_dirs())}",
+        f"A config names it as MODEL.WEIGHTS {SCHEME}{entry.name} (or by its URL).",
     ]
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from detectron2.modeling.backbone.resnet import BasicStem
 from torch import nn
 
 from ...layers import DropBlock2d, SplitAttentionConv2d
+from ...layers.deform_conv import offset_channels
 
 __all__ = [
     "RESNEST_DEPTHS",
@@ -85,6 +86,11 @@ class ResNeStBottleneckBlock(CNNBlockBase):
     With ``avd`` the block's stride moves from the 3x3 conv to a 3x3 average pool placed after
     (or, with ``avd_first``, before) the split-attention conv. With ``avg_down`` a projection
     shortcut downsamples with an average pool followed by a stride-1 1x1 conv.
+
+    With ``deform`` the split-attention conv is deformable (DCNv2 when ``deform_modulated``) and
+    a 3x3 ``conv2_offset`` (with bias, ``groups = deform_num_groups``, zero-initialised so a new
+    block starts as the plain conv up to the mask's 0.5) predicts its offsets from the same input,
+    as in the detectron2-ResNeSt fork's ``DeformBottleneckBlock``: same names, same shapes.
     """
 
     def __init__(
@@ -104,6 +110,9 @@ class ResNeStBottleneckBlock(CNNBlockBase):
         avg_down: bool = True,
         dropblock_prob: float = 0.0,
         grad_checkpoint: bool = False,
+        deform: bool = False,
+        deform_modulated: bool = False,
+        deform_num_groups: int = 1,
     ):
         """
         Args:
@@ -124,6 +133,9 @@ class ResNeStBottleneckBlock(CNNBlockBase):
             grad_checkpoint: in training, keep only the block's input and recompute its
                 activations during backward (less memory, about one more forward of compute).
                 Eager only: a ``torch.jit.script``-ed block raises if it would checkpoint.
+            deform: deformable split-attention conv with a ``conv2_offset`` predictor.
+            deform_modulated: DCNv2 (offsets + mask) rather than DCNv1 (offsets only).
+            deform_num_groups: deformable groups (channels sharing one set of offsets).
         """
         super().__init__(in_channels, out_channels, stride)
         self.grad_checkpoint = grad_checkpoint
@@ -138,15 +150,38 @@ class ResNeStBottleneckBlock(CNNBlockBase):
             bias=False,
             norm=get_norm(norm, bottleneck_channels),
         )
+        conv2_stride = 1 if use_avd else stride
+        if deform:
+            if deform_num_groups < 1 or bottleneck_channels % deform_num_groups:
+                raise ValueError(
+                    f"MODEL.RESNETS.DEFORM_NUM_GROUPS={deform_num_groups} must be >= 1 and divide "
+                    f"the {bottleneck_channels} channels of the 3x3 conv"
+                )
+            self.conv2_offset = Conv2d(
+                bottleneck_channels,
+                offset_channels(3, deform_num_groups, deform_modulated),
+                kernel_size=3,
+                stride=conv2_stride,
+                padding=dilation,
+                dilation=dilation,
+                groups=deform_num_groups,
+            )
+            # Zero offsets and mask logits: training starts from the regular sampling grid.
+            nn.init.zeros_(self.conv2_offset.weight)
+            nn.init.zeros_(self.conv2_offset.bias)
+        else:
+            self.conv2_offset = None
         self.conv2 = SplitAttentionConv2d(
             bottleneck_channels,
             bottleneck_channels,
-            stride=1 if use_avd else stride,
+            stride=conv2_stride,
             dilation=dilation,
             cardinality=num_groups,
             radix=radix,
             norm=norm,
             dropblock_prob=dropblock_prob,
+            deformable=deform,
+            deform_modulated=deform_modulated,
         )
         self.conv3 = Conv2d(
             bottleneck_channels,
@@ -200,7 +235,10 @@ class ResNeStBottleneckBlock(CNNBlockBase):
         out = F.relu_(out)
         if self.avd_first is not None:
             out = self.avd_first(out)
-        out = self.conv2(out)
+        offset: Optional[torch.Tensor] = None
+        if self.conv2_offset is not None:
+            offset = self.conv2_offset(out)
+        out = self.conv2(out, offset)
         if self.avd_last is not None:
             out = self.avd_last(out)
         out = self.conv3(out)
@@ -261,6 +299,9 @@ def make_resnest_stages(
     reference_dilation: bool = False,
     num_stages: int = 4,
     grad_checkpoint: bool = False,
+    deform_on_per_stage: Sequence[bool] = (False, False, False, False),
+    deform_modulated: bool = False,
+    deform_num_groups: int = 1,
 ) -> List[List[CNNBlockBase]]:
     """Build the blocks of res2..res5 (or the first ``num_stages`` of them).
 
@@ -278,6 +319,9 @@ def make_resnest_stages(
             the lower dilation and with a stride-1 avd pool); detectron2 style otherwise.
         num_stages: how many stages to build (a backbone returning only res4 needs three).
         grad_checkpoint: gradient checkpointing in every block (see the block).
+        deform_on_per_stage: deformable 3x3 conv in every block of res2..res5 (the fork's DCN
+            models: ``(False, True, True, True)``).
+        deform_modulated, deform_num_groups: see :class:`ResNeStBottleneckBlock`.
 
     Returns:
         One list of blocks per stage.
@@ -291,6 +335,11 @@ def make_resnest_stages(
     if len(dilations) != 4 or dilations[0] != 1 or any(d not in (1, 2, 4) for d in dilations):
         raise ValueError(
             f"ResNeSt stage dilations must be 4 values in (1, 2, 4), res2 = 1; got {dilations}"
+        )
+    if len(deform_on_per_stage) != 4:
+        raise ValueError(
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE needs one value per stage res2..res5, got "
+            f"{list(deform_on_per_stage)}"
         )
     stages = []
     for idx, num_blocks in enumerate(RESNEST_DEPTHS[depth][:num_stages]):
@@ -316,6 +365,9 @@ def make_resnest_stages(
                 avg_down=avg_down,
                 dropblock_prob=dropblock_prob if idx >= 2 else 0.0,
                 grad_checkpoint=grad_checkpoint,
+                deform=bool(deform_on_per_stage[idx]),
+                deform_modulated=deform_modulated,
+                deform_num_groups=deform_num_groups,
             )
         )
         in_channels = out_channels
@@ -360,6 +412,10 @@ def resnest_kwargs_from_config(cfg) -> Dict:
         stem_width=r.STEM_WIDTH or default_stem_width(r.DEPTH),
         stem_out_channels=r.STEM_OUT_CHANNELS,
         grad_checkpoint=r.GRAD_CHECKPOINT,
+        # detectron2's own keys, read as the fork reads them (DCN in the 3x3 split-attention conv).
+        deform_on_per_stage=tuple(r.DEFORM_ON_PER_STAGE),
+        deform_modulated=r.DEFORM_MODULATED,
+        deform_num_groups=r.DEFORM_NUM_GROUPS,
     )
 
 
@@ -402,8 +458,8 @@ def build_resnest_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNeSt from ``cfg.MODEL.RESNETS`` (after :func:`add_resnest_config`).
 
     Reads DEPTH, RADIX, NUM_GROUPS, BOTTLENECK_WIDTH, DEEP_STEM, STEM_WIDTH, AVD, AVD_FIRST,
-    AVG_DOWN, DROPBLOCK_PROB, NORM, RES2_OUT_CHANNELS, RES5_DILATION, OUT_FEATURES and
-    MODEL.BACKBONE.FREEZE_AT.
+    AVG_DOWN, DROPBLOCK_PROB, NORM, RES2_OUT_CHANNELS, RES5_DILATION, DEFORM_ON_PER_STAGE,
+    DEFORM_MODULATED, DEFORM_NUM_GROUPS, OUT_FEATURES and MODEL.BACKBONE.FREEZE_AT.
     """
     kwargs = resnest_kwargs_from_config(cfg)
     res5_dilation = cfg.MODEL.RESNETS.RES5_DILATION
