@@ -1,0 +1,102 @@
+"""Every LazyConfig leaf under configs/lazy/ builds the same model as its YAML twin.
+
+For each pair: the same state-dict keys and shapes, and, with the YAML model's weights loaded
+into the LazyConfig model (strictly), equal outputs on the same tiny image in eval mode (boxes,
+scores, classes and masks of the detectors with the score threshold at 0 so random weights
+still detect; the logits of DeepLabV3).
+"""
+
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+
+from detection_helpers import CONFIGS
+from resnest_dense.config import get_resnest_cfg
+
+LAZY = os.path.join(CONFIGS, "lazy")
+CPU = ["MODEL.DEVICE", "cpu"]
+
+
+def _yaml_twin(leaf: str) -> str:
+    """``configs/lazy/<dir>/<name>.py`` -> ``configs/<dir>/<name>.yaml``."""
+    return os.path.join(CONFIGS, os.path.splitext(os.path.relpath(leaf, LAZY))[0] + ".yaml")
+
+
+def _leaves():
+    leaves = sorted(glob.glob(os.path.join(LAZY, "*", "*.py")))
+    return [os.path.relpath(p, LAZY) for p in leaves if "common" not in p.split(os.sep)[-2:-1]]
+
+
+TWINS = [p for p in _leaves() if os.path.isfile(_yaml_twin(os.path.join(LAZY, p)))]
+# Building two full-size detectors takes 5-20 s on 2 shared cores: one pair per model kind
+# (and the toy schedule) runs always, the others with the slow tests.
+FAST = [
+    p
+    for p in TWINS
+    if p.endswith(("mask_rcnn_ResNeSt_50_FPN_syncBN_1x.py", "deeplabv3_S_50_OS8_syncbn_120ep.py"))
+    or "quick_schedules" in p
+]
+
+
+def test_every_lazy_leaf_has_a_yaml_twin_or_is_a_new_baseline():
+    for leaf in _leaves():
+        twin = _yaml_twin(os.path.join(LAZY, leaf))
+        assert os.path.isfile(twin) or leaf.startswith("new_baselines"), (leaf, twin)
+    assert len(TWINS) >= 25, TWINS
+
+
+@pytest.mark.parametrize("leaf", _leaves())
+def test_lazy_leaf_loads(leaf):
+    cfg = LazyConfig.load(os.path.join(LAZY, leaf))
+    assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg.keys())
+    assert cfg.dataloader.train.total_batch_size > 0
+
+
+def _outputs(model, image):
+    with torch.no_grad():
+        (out,) = model([{"image": image, "height": image.shape[1], "width": image.shape[2]}])
+    if "sem_seg" in out:
+        return {"sem_seg": out["sem_seg"]}
+    inst = out["instances"]
+    fields = {"boxes": inst.pred_boxes.tensor, "scores": inst.scores, "classes": inst.pred_classes}
+    if inst.has("pred_masks"):
+        fields["masks"] = inst.pred_masks.float()
+    return fields
+
+
+def _prepare(model):
+    """Eval mode, every detection kept, segmentation at the input size (fast)."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, FastRCNNOutputLayers):
+            module.test_score_thresh = 0.0
+    if hasattr(model, "base_size"):
+        model.base_size = model.crop_size = 0
+    return model
+
+
+@pytest.mark.parametrize(
+    "leaf", [p if p in FAST else pytest.param(p, marks=pytest.mark.slow) for p in TWINS]
+)
+def test_lazy_leaf_builds_the_model_of_its_yaml_twin(leaf):
+    torch.manual_seed(0)
+    yaml_model = _prepare(build_model(get_resnest_cfg(_yaml_twin(os.path.join(LAZY, leaf)), CPU)))
+    lazy_model = _prepare(instantiate(LazyConfig.load(os.path.join(LAZY, leaf)).model))
+    assert type(lazy_model) is type(yaml_model)
+    reference = yaml_model.state_dict()
+    state = lazy_model.state_dict()
+    assert list(state) == list(reference)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.items()}
+    lazy_model.load_state_dict(reference, strict=True)
+
+    image = torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8).float()
+    expected, got = _outputs(yaml_model, image), _outputs(lazy_model, image)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert expected[key].numel() > 0, key  # something was compared
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
