@@ -7,14 +7,18 @@ head, PyTorch-Encoding style augmentation and multi-scale inference) and the too
 
 :func:`get_resnest_cfg` is the config path of every tool: ``get_cfg`` -> these keys -> the file
 -> the ``KEY VALUE`` options -> fork builder names. Tools add data registration and start-up
-checks on top of it (:func:`resnest_dense.engine.load_config`).
+checks on top of it (:func:`resnest_dense.engine.load_config`). detectron2's Python LazyConfig
+files (``configs/lazy/``) are read by :func:`get_lazy_cfg` (the file -> checked ``a.b=c``
+overrides) on the same path (docs/configs.md).
 """
 
+import difflib
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode, LazyConfig, get_cfg
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigKeyError, MissingFileError, StartupError
 
@@ -25,7 +29,9 @@ __all__ = [
     "class_count_keys",
     "is_semantic_segmentation",
     "add_resnest_segmentation_config",
+    "get_lazy_cfg",
     "get_resnest_cfg",
+    "is_lazy_config_file",
     "merge_config",
     "resolve_fork_backbone_name",
 ]
@@ -273,3 +279,56 @@ def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     if arch in SEM_SEG_ARCHITECTURES or arch == "PanopticFPN":
         keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
     return keys
+
+
+def is_lazy_config_file(config_file: Optional[str]) -> bool:
+    """True for a detectron2 LazyConfig (Python) file, False for a YAML file."""
+    return bool(config_file) and config_file.endswith(".py")
+
+
+def _dotted_keys(node, prefix: str = "") -> Iterator[str]:
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, (DictConfig, ListConfig)):
+            yield from _dotted_keys(value, dotted + ".")
+
+
+def get_lazy_cfg(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A detectron2 LazyConfig loaded from ``config_file`` with ``a.b=c`` overrides applied.
+
+    Unlike detectron2's ``LazyConfig.apply_overrides``, an override must name an existing key
+    (as ``KEY VALUE`` options must in a YAML config), so a typo fails instead of adding a key
+    nothing reads.
+
+    Raises:
+        MissingFileError: ``config_file`` does not exist.
+        StartupError: an override is not of the form ``a.b=c``.
+        ConfigKeyError: an override names a key the config does not have (closest keys named).
+    """
+    if not os.path.isfile(config_file):
+        raise MissingFileError(f"Config file {config_file!r} does not exist")
+    cfg = LazyConfig.load(config_file)
+    keys = None
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key:
+            raise StartupError(
+                f"LazyConfig override {override!r} is not of the form dotted.key=value (e.g. "
+                "train.max_iter=100 train.init_checkpoint=path/model.pth); the KEY VALUE form "
+                f"is for YAML configs (config file {config_file})."
+            )
+        if OmegaConf.select(cfg, key, default=_NO_KEY, throw_on_missing=False) is _NO_KEY:
+            keys = keys if keys is not None else list(_dotted_keys(cfg))
+            close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigKeyError(
+                f"Override {override!r}: {config_file} has no key {key!r}.{hint} List the keys "
+                f'with python -c "from detectron2.config import LazyConfig; '
+                f"print(LazyConfig.to_py(LazyConfig.load('{config_file}')))\""
+            )
+    return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+_NO_KEY = object()
