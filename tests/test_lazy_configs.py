@@ -100,3 +100,39 @@ def test_lazy_leaf_builds_the_model_of_its_yaml_twin(leaf):
     for key in expected:
         assert expected[key].numel() > 0, key  # something was compared
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+LSJ = sorted(p for p in _leaves() if p.startswith("new_baselines"))
+
+
+@pytest.mark.parametrize("leaf", LSJ)
+def test_new_baselines_follow_detectron2_lsj_recipe(leaf):
+    from resnest_dense.model_zoo import get_entry
+
+    cfg = LazyConfig.load(os.path.join(LAZY, leaf))
+    epochs = int(leaf.split("_")[-2][: -len("ep")])
+    depth = int(leaf.split("_ResNeSt_")[1].split("_")[0])
+    augs = cfg.dataloader.train.mapper.augmentations
+    assert (augs[0].min_scale, augs[0].max_scale, augs[0].target_height) == (0.1, 2.0, 1024)
+    assert tuple(augs[1].crop_size) == (1024, 1024) and cfg.dataloader.train.mapper.recompute_boxes
+    assert cfg.dataloader.train.total_batch_size == 64
+    # 118000 images per epoch, 64 per iteration (detectron2: 184375 iterations = 100 epochs).
+    assert cfg.train.max_iter == 184375 * epochs // 100
+    assert cfg.lr_multiplier.scheduler.num_updates == cfg.train.max_iter
+    bottom_up = cfg.model.backbone.bottom_up
+    assert bottom_up.norm == cfg.model.backbone.norm == "SyncBN" and bottom_up.freeze_at == 0
+    heads = cfg.model.roi_heads
+    box_heads = heads.box_heads if "box_heads" in heads else [heads.box_head]
+    assert all(h.conv_norm == "naiveSyncBN_N" for h in [*box_heads, heads.mask_head])
+    assert bottom_up.depth == depth and cfg.train.init_checkpoint == f"resnest://resnest{depth}"
+    assert get_entry(cfg.train.init_checkpoint).kind == "imagenet_backbone"
+
+
+def test_new_baseline_model_builds():
+    model = instantiate(
+        LazyConfig.load(
+            os.path.join(LAZY, "new_baselines/mask_rcnn_ResNeSt_50_FPN_100ep_LSJ.py")
+        ).model
+    )
+    assert len(model.proposal_generator.rpn_head.conv) == 2
+    assert all(p.requires_grad for p in model.backbone.bottom_up.stem.parameters())
