@@ -13,6 +13,7 @@ overrides) on the same path (docs/configs.md).
 """
 
 import difflib
+import inspect
 import logging
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -295,12 +296,29 @@ def _dotted_keys(node, prefix: str = "") -> Iterator[str]:
             yield from _dotted_keys(value, dotted + ".")
 
 
+def _accepts(node, name: str) -> bool:
+    """Whether ``node``, a ``LazyCall`` (with ``_target_``), takes a keyword argument ``name``
+    it does not set yet (detectron2 fills unset arguments with their defaults)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return False
+    target = node._target_
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let instantiate decide
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def get_lazy_cfg(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
     """A detectron2 LazyConfig loaded from ``config_file`` with ``a.b=c`` overrides applied.
 
-    Unlike detectron2's ``LazyConfig.apply_overrides``, an override must name an existing key
-    (as ``KEY VALUE`` options must in a YAML config), so a typo fails instead of adding a key
-    nothing reads.
+    Unlike detectron2's ``LazyConfig.apply_overrides``, an override must name an existing key,
+    or an argument the ``LazyCall`` it belongs to accepts (e.g. ``model.backbone.bottom_up.
+    dropblock_prob=0.1``), so a typo fails instead of adding a key nothing reads.
 
     Raises:
         MissingFileError: ``config_file`` does not exist.
@@ -319,15 +337,19 @@ def get_lazy_cfg(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
                 "train.max_iter=100 train.init_checkpoint=path/model.pth); the KEY VALUE form "
                 f"is for YAML configs (config file {config_file})."
             )
-        if OmegaConf.select(cfg, key, default=_NO_KEY, throw_on_missing=False) is _NO_KEY:
-            keys = keys if keys is not None else list(_dotted_keys(cfg))
-            close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigKeyError(
-                f"Override {override!r}: {config_file} has no key {key!r}.{hint} List the keys "
-                f'with python -c "from detectron2.config import LazyConfig; '
-                f"print(LazyConfig.to_py(LazyConfig.load('{config_file}')))\""
-            )
+        if OmegaConf.select(cfg, key, default=_NO_KEY, throw_on_missing=False) is not _NO_KEY:
+            continue
+        parent, _, name = key.rpartition(".")
+        if parent and _accepts(OmegaConf.select(cfg, parent, default=None), name):
+            continue
+        keys = keys if keys is not None else list(_dotted_keys(cfg))
+        close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigKeyError(
+            f"Override {override!r}: {config_file} has no key {key!r}.{hint} List the keys "
+            f'with python -c "from detectron2.config import LazyConfig; '
+            f"print(LazyConfig.to_py(LazyConfig.load('{config_file}')))\""
+        )
     return LazyConfig.apply_overrides(cfg, list(overrides))
 
 
