@@ -43,9 +43,9 @@ def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
-        help="with --eval-only: evaluate even when MODEL.WEIGHTS (train.init_checkpoint) is empty, an "
-        "ImageNet backbone "
-        "or does not cover the whole model (the numbers are then meaningless)",
+        help="with --eval-only: evaluate even when MODEL.WEIGHTS (LazyConfig: "
+        "train.init_checkpoint) is empty, an ImageNet backbone or does not cover the whole model "
+        "(the numbers are then meaningless)",
     )
     return parser
 
