@@ -28,6 +28,7 @@ __all__ = [
     "add_resnest_config",
     "cfg_value",
     "class_count_keys",
+    "has_sem_seg_head",
     "is_semantic_segmentation",
     "add_resnest_segmentation_config",
     "get_lazy_cfg",
@@ -103,14 +104,26 @@ def _add_segmentation_keys(cfg: CfgNode) -> None:
     _set_default(h, "AUX_LOSS_WEIGHT", 0.2)
     # Width of the auxiliary head's 3x3 conv (the reference uses in_channels / 4 = 256).
     _set_default(h, "AUX_CONVS_DIM", 256)
-    # Bilinear upsampling with align_corners=True, as PyTorch-Encoding does.
+    # Bilinear upsampling with align_corners=True, as PyTorch-Encoding does (mmsegmentation,
+    # and so our DeepLabV3+ configs, use False).
     _set_default(h, "ALIGN_CORNERS", True)
+    # SeparableDeepLabV3PlusHead: the finer feature its decoder fuses and that feature's width
+    # after the 1x1 projection (res2 and 48 in DeepLabV3+).
+    _set_default(h, "LOW_LEVEL_FEATURE", "res2")
+    _set_default(h, "LOW_LEVEL_CHANNELS", 48)
+    # Depthwise-separable 3x3 convs in the DeepLabV3+ ASPP and decoder (detectron2 DeepLab's key
+    # and default; our DeepLabV3+ configs set True, as mmsegmentation's head).
+    _set_default(h, "USE_DEPTHWISE_SEPARABLE_CONV", False)
 
     # Training augmentation of the reference: the long side is resized to BASE_SIZE times a
     # scale drawn uniformly from RANDOM_SCALE, then INPUT.CROP.SIZE is cropped (padded with
     # black pixels / ignore labels when the image is smaller) and INPUT.RANDOM_FLIP applied.
     _set_default(cfg.INPUT, "BASE_SIZE", 520)
     _set_default(cfg.INPUT, "RANDOM_SCALE", [0.5, 2.0])
+    # > 0: mmsegmentation's random resize instead: the image is scaled by r * min(BASE_SIZE /
+    # long side, BASE_SIZE_SHORT / short side), r uniform in RANDOM_SCALE (its img_scale
+    # (BASE_SIZE, BASE_SIZE_SHORT) with ratio_range; (2048, 512) ADE20K, (2048, 1024) Cityscapes).
+    _set_default(cfg.INPUT, "BASE_SIZE_SHORT", 0)
     # Probability of a Gaussian blur of radius U(0, 1) on a training crop (0.5 in the reference).
     _set_default(cfg.INPUT, "BLUR_PROB", 0.0)
 
@@ -269,6 +282,12 @@ def is_semantic_segmentation(cfg: CfgNode) -> bool:
     return cfg.MODEL.META_ARCHITECTURE in SEM_SEG_ARCHITECTURES
 
 
+def has_sem_seg_head(cfg: CfgNode) -> bool:
+    """True when the model predicts a per-pixel class map trained on label PNGs (semantic
+    segmentors, and Panoptic FPN's stuff head)."""
+    return is_semantic_segmentation(cfg) or cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+
+
 def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     """``(config key, dataset metadata attribute)`` pairs that must agree for ``cfg``'s model,
     e.g. ``[("MODEL.ROI_HEADS.NUM_CLASSES", "thing_classes")]``; empty for class-agnostic or
@@ -277,7 +296,7 @@ def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     keys = []
     if arch in _THING_CLASS_KEYS:
         keys.append((_THING_CLASS_KEYS[arch], "thing_classes"))
-    if arch in SEM_SEG_ARCHITECTURES or arch == "PanopticFPN":
+    if has_sem_seg_head(cfg):
         keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
     return keys
 

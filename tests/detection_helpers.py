@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 from detectron2.data import DatasetCatalog
 
@@ -47,10 +48,13 @@ def register_test_toy_set(root: str) -> None:
         register_toy_coco(root=root, prefix=TOY_PREFIX, num_train=12, num_val=4)
 
 
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+def load_tool(name: str, folder: str = "tools"):
+    """Import ``<folder>/<name>.py`` (a script of tools/ or datasets/, not packages) as a
+    module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, name + ".py"))
     module = importlib.util.module_from_spec(spec)
+    # In sys.modules as an import would put it, so its functions pickle (multiprocessing).
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

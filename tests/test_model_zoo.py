@@ -28,6 +28,7 @@ from resnest_dense.checkpoint import (
 from resnest_dense.checkpoint.encoding import (
     convert_encoding_backbone_state_dict,
     convert_encoding_deeplab_state_dict,
+    convert_encoding_segmentation_state_dict,
 )
 from resnest_dense.model_zoo import conversion, handler, registry, store
 
@@ -90,10 +91,22 @@ def encoding_head_shapes(nclass, in5=2048, in4=1024, aspp=None, aux=None):
     return s
 
 
-def encoding_deeplab_state(backbone, nclass, meta=True, **head_kwargs):
-    """An Encoding DeepLabV3 state dict: ``pretrained.`` backbone (with its fc) + head."""
+def encoding_fcn_head_shapes(nclass, in5=2048, in4=1024, aux=None):
+    """Shapes of PyTorch-Encoding's FCN (encoding/models/sseg/fcn.py): ``FCNHead`` on res5 as
+    ``head`` (in5 -> in5 // 4) and the ``auxlayer`` FCNHead on res4 (in4 -> in4 // 4)."""
+    c, a = in5 // 4, aux or in4 // 4
+    s = {"head.conv5.0.weight": (c, in5, 3, 3), **_bn("head.conv5.1", c)}
+    s.update({"head.conv5.4.weight": (nclass, c, 1, 1), "head.conv5.4.bias": (nclass,)})
+    s.update({"auxlayer.conv5.0.weight": (a, in4, 3, 3), **_bn("auxlayer.conv5.1", a)})
+    s.update({"auxlayer.conv5.4.weight": (nclass, a, 1, 1), "auxlayer.conv5.4.bias": (nclass,)})
+    return s
+
+
+def encoding_deeplab_state(backbone, nclass, meta=True, model="deeplab", **head_kwargs):
+    """An Encoding DeepLabV3 (or FCN) state dict: ``pretrained.`` backbone (with its fc) + head."""
     out = {"pretrained." + k: v for k, v in backbone.items()}
-    for name, shape in encoding_head_shapes(nclass, **head_kwargs).items():
+    shapes = encoding_head_shapes if model == "deeplab" else encoding_fcn_head_shapes
+    for name, shape in shapes(nclass, **head_kwargs).items():
         if name.endswith("num_batches_tracked"):
             out[name] = torch.zeros((), dtype=torch.long, device="meta" if meta else "cpu")
         else:
@@ -136,7 +149,11 @@ def test_registry_has_the_released_families():
         kinds["imagenet_backbone"]
     )
     assert len(kinds["coco_detector"]) == 17
-    assert {"deeplab_resnest50_ade", "deeplab_resnest101_ade"} <= set(kinds["ade20k_segmenter"])
+    assert kinds["coco_panoptic"] == ["panoptic_ResNeSt_200_FPN_syncBN_tricks_3x"]
+    assert {"deeplab_resnest50_ade", "deeplab_resnest101_ade", "deeplab_resnest269_ade",
+            "fcn_resnest50_ade"} <= set(kinds["ade20k_segmenter"])  # fmt: skip
+    assert REGISTRY["deeplab_resnest269_ade"].hash_value.startswith("0074dd10")
+    assert REGISTRY["fcn_resnest50_ade"].format == "encoding_fcn"
     assert REGISTRY["resnest50"].file == "resnest50-528c19ca.pth"
     assert REGISTRY["mask_rcnn_ResNeSt_50_FPN_syncBN_1x"].file.endswith("-f442d863.pth")
 
@@ -163,7 +180,9 @@ def test_paper_results_configs_exist_and_pairs_resolve():
         open(os.path.join(os.path.dirname(registry.REGISTRY_FILE), "paper_results.json"))
     )
     rows = {(r["task"], r["backbone"]): r for r in data["rows"]}
-    assert len(rows) == len(data["rows"]) == 22
+    assert len(rows) == len(data["rows"]) == 29
+    assert rows[("DeepLabV3", "S-269")]["metrics"] == {"pixAcc": 82.62, "mIoU": 47.6}
+    assert rows[("FCN", "S-50")]["metrics"] == {"pixAcc": 80.18, "mIoU": 42.94}
     assert rows[("Faster R-CNN", "S-50")]["metrics"] == {"box_AP": 42.33}
     assert rows[("DeepLabV3", "S-200")]["metrics"] == {"pixAcc": 82.45, "mIoU": 48.36}
     for (task, _), row in rows.items():
@@ -192,19 +211,24 @@ def test_imagenet_entry_layout_converts_to_its_backbone(entry):
 
 @pytest.mark.parametrize("entry", deep_slow(entries("ade20k_segmenter")), ids=lambda e: e.name)
 def test_encoding_deeplab_entry_layout_converts_to_its_config(entry):
+    """Every Encoding segmentation entry (DeepLabV3, FCN): a synthetic checkpoint in the
+    released layout converts to exactly the names and shapes of the model its config builds."""
     timm_name, kwargs = TIMM_NAMES[entry.variant]
-    state = encoding_deeplab_state(official_state(timm_name, **kwargs), nclass=150)
-    converted, dropped = convert_encoding_deeplab_state_dict(state)
+    model = entry.format[len("encoding_") :]
+    state = encoding_deeplab_state(official_state(timm_name, **kwargs), nclass=150, model=model)
+    converted, dropped = convert_encoding_segmentation_state_dict(state, model)
     assert "pretrained.fc.weight" in dropped
     expected = conversion._config_model_state(entry.config)
     check_state_dict(converted, expected, what=entry.file)
-    assert converted["sem_seg_head.block.4.weight"].shape == (150, 256, 1, 1)
+    classifier = "block.4" if model == "deeplab" else "fcn.conv5.4"
+    width = 256 if model == "deeplab" else 512
+    assert converted[f"sem_seg_head.{classifier}.weight"].shape == (150, width, 1, 1)
 
 
 def _fork_layout_facts(entry):
     """Names/shapes the detectron2-ResNeSt checkpoints have (fork naming, COCO: 80 classes)."""
     resnest = "_ResNeSt_" in entry.file
-    cascade = "cascade" in entry.file
+    cascade = "cascade" in entry.file or entry.kind == "coco_panoptic"  # Cascade heads
     stem = "stem.conv1_1.weight" if resnest else "stem.conv1.weight"
     box_head = "roi_heads.box_head.2" if cascade else "roi_heads.box_head"
     facts = {
@@ -218,12 +242,19 @@ def _fork_layout_facts(entry):
         facts["backbone.bottom_up.res3.0.shortcut.weight"] = None
     predictor = "roi_heads.box_predictor.2" if cascade else "roi_heads.box_predictor"
     facts[predictor + ".cls_score.weight"] = (81, 1024)
-    if entry.file.startswith("mask_"):
+    if entry.file.startswith(("mask_", "panoptic_")):
         facts["roi_heads.mask_head.predictor.weight"] = (80, 256, 1, 1)
+    if entry.kind == "coco_panoptic":
+        # detectron2's SemSegFPNHead with SyncBN: 53 stuff classes + "things", 128 channels.
+        facts["sem_seg_head.p2.0.norm.weight"] = (128,)
+        facts["sem_seg_head.p5.2.weight"] = (128, 128, 3, 3)
+        facts["sem_seg_head.predictor.weight"] = (54, 128, 1, 1)
     return facts
 
 
-@pytest.mark.parametrize("entry", deep_slow(entries("coco_detector")), ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "entry", deep_slow(entries("coco_detector") + entries("coco_panoptic")), ids=lambda e: e.name
+)
 def test_coco_entry_layout_loads_into_its_config(entry):
     expected = conversion._config_model_state(entry.config)
     for name, shape in _fork_layout_facts(entry).items():

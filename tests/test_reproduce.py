@@ -83,7 +83,7 @@ def test_collect_labels_toy_runs_and_rejects_empty_root(tmp_path):
 def test_train_dry_run_prints_the_8_gpu_commands(capsys):
     assert reproduce.main(["--train", "--dry-run", "--output", "out"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(reproduce.paper_rows(beyond=True)) == 22 + 6
+    assert len(lines) == len(reproduce.paper_rows(beyond=True)) == 29 + 6
     assert (
         "python tools/train_net.py --config-file "
         "configs/COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml "
@@ -193,3 +193,16 @@ def test_smoke_full_matrix(tmp_path, monkeypatch):
         for line in cells:
             task, key = metrics[line["metric"]]
             assert float(line["measured"]) == round(results[task][key], 2), (info, line)
+
+
+def test_collect_reports_the_panoptic_row_with_pq(tmp_path):
+    row = _row("Panoptic FPN", "S-200")
+    results = {"bbox": {"AP": 50.9}, "segm": {"AP": 43.7}, "panoptic_seg": {"PQ": 47.85}}
+    _fake_run(tmp_path / "r", "p", row, results=results, kind="released")
+    by = {
+        (r["task"], r["backbone"], r["metric"]): r for r in reproduce.collect(str(tmp_path / "r"))
+    }
+    assert by[("Panoptic FPN", "S-200", "PQ")]["measured"] == 47.85
+    assert by[("Panoptic FPN", "S-200", "PQ")]["paper"] == 47.90
+    assert by[("Panoptic FPN", "S-200", "box_AP")]["measured_gain"] is None  # no ResNet row
+    assert "| Panoptic FPN | S-200 |" in (tmp_path / "r" / "results.md").read_text()

@@ -1,8 +1,8 @@
 """End to end on the toy set: training, evaluation, demo, ADE20K label conversion, configs."""
 
 import glob
-import importlib.util
 import os
+import re
 import threading
 
 import numpy as np
@@ -27,17 +27,11 @@ from resnest_dense.engine.semseg import (
     build_semseg_train_loader,
 )
 
+from detection_helpers import load_tool
 from segmentation_helpers import segmentation_cfg, tiny_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "toy_sem_seg_pytest"
-
-
-def _load_script(path: str):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +130,7 @@ def test_loss_decreases_on_a_fixed_batch(toy_names, backbone):
 
 
 def test_demo_writes_palette_pngs_of_input_size(toy_names, tmp_path, capsys):
-    demo = _load_script(os.path.join(REPO, "tools", "demo_semseg.py"))
+    demo = load_tool("demo_semseg")
     cfg_file = os.path.join(REPO, "configs", "quick_schedules", "toy_deeplabv3_S14_OS8.yaml")
     opts = ["DATASETS.TEST", f"('{toy_names[1]}',)", "MODEL.RESNETS.NORM", "BN",
             "MODEL.SEM_SEG_HEAD.NORM", "BN"]  # fmt: skip
@@ -172,7 +166,7 @@ def test_demo_writes_palette_pngs_of_input_size(toy_names, tmp_path, capsys):
 
 
 def test_ade20k_label_conversion(tmp_path):
-    prepare = _load_script(os.path.join(REPO, "datasets", "prepare_ade20k_sem_seg.py"))
+    prepare = load_tool("prepare_ade20k_sem_seg", folder="datasets")
     root = tmp_path / "ADEChallengeData2016"
     sample = np.array([[0, 1, 2], [75, 149, 150]], np.uint8)
     for split in ("training", "validation"):
@@ -193,28 +187,42 @@ def test_ade20k_label_conversion(tmp_path):
 
 SEGMENTATION_YAMLS = sorted(
     glob.glob(os.path.join(REPO, "configs", "ADE20K-SemanticSegmentation", "*.yaml"))
-    + glob.glob(os.path.join(REPO, "configs", "quick_schedules", "toy_deeplabv3_*.yaml"))
+    + glob.glob(os.path.join(REPO, "configs", "Cityscapes-SemanticSegmentation", "*.yaml"))
+    + glob.glob(os.path.join(REPO, "configs", "quick_schedules", "toy_deeplabv3*.yaml"))
 )
+# (batch, crop) of each recipe: PyTorch-Encoding ADE20K, mmsegmentation's DeepLabV3+ on ADE20K
+# and Cityscapes, mmsegmentation's Cityscapes 769 x 769 (our DeepLabV3 Cityscapes configs).
+RECIPES = {
+    ("ADE20K", "deeplabv3_"): (16, [480, 480]),
+    ("ADE20K", "fcn_"): (16, [480, 480]),
+    ("ADE20K", "deeplabv3plus_"): (16, [512, 512]),
+    ("Cityscapes", "deeplabv3_"): (8, [769, 769]),
+    ("Cityscapes", "deeplabv3plus_"): (8, [512, 1024]),
+}
 
 
 @pytest.mark.parametrize(
     "yaml_file",
     [
-        pytest.param(y, marks=pytest.mark.slow) if "_101_" in y or "_200_" in y else y
+        pytest.param(y, marks=pytest.mark.slow) if re.search(r"_(101|200|269)_", y) else y
         for y in SEGMENTATION_YAMLS
     ],
     ids=os.path.basename,
 )
 def test_every_segmentation_yaml_loads_and_builds(yaml_file):
     cfg = segmentation_cfg(yaml_file)
-    # Leaf ADE20K configs start from a registry ImageNet backbone; nothing else names weights.
-    is_leaf = "ADE20K" in yaml_file and "Base" not in yaml_file
+    # Leaf dataset configs start from a registry ImageNet backbone; nothing else names weights.
+    is_leaf = "quick_schedules" not in yaml_file and "Base" not in yaml_file
     assert cfg.MODEL.WEIGHTS.startswith("resnest://") if is_leaf else cfg.MODEL.WEIGHTS == ""
     assert cfg.OUTPUT_DIR == "./output"
     model = build_model(cfg)
     assert model.size_divisibility == cfg.MODEL.RESNETS.OUTPUT_STRIDE
-    if "ADE20K" in yaml_file and "Base" not in yaml_file:
-        assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.INPUT.CROP.SIZE == [480, 480]
+    if is_leaf:
+        name = os.path.basename(yaml_file)
+        dataset = "Cityscapes" if "Cityscapes" in yaml_file else "ADE20K"
+        recipe = next(v for (d, p), v in RECIPES.items() if d == dataset and name.startswith(p))
+        assert (cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.CROP.SIZE) == recipe
+        assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == (19 if dataset == "Cityscapes" else 150)
         assert isinstance(model.backbone.res5[0].conv1.norm, torch.nn.SyncBatchNorm)
 
 

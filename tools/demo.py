@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Draw detections / instance masks of a trained model on images (detectron2 ``Visualizer``).
+"""Draw detections / instance masks / panoptic segments of a trained model on images
+(detectron2 ``Visualizer``).
 
 Example::
 
@@ -15,7 +16,8 @@ read as an image is skipped with a warning; the others are processed, and the to
 with code 1 and a summary "N of M images skipped". A missing input or a folder without images
 stops it before the model is built (exit code 2).
 
-Objects are labelled with the class names stored in the checkpoint by ``tools/train_net.py``
+A Panoptic FPN model's output is drawn as detectron2 draws panoptic segmentation (stuff regions
+and thing instances). Objects are labelled with the class names stored in the checkpoint by ``tools/train_net.py``
 (so a model fine-tuned on ``DATASETS.COCO_FORMAT`` data shows that data's names), else those of
 ``DATASETS.TEST[0]``, else ``class N``. No annotation file is read: a COCO config runs without
 the COCO data.
@@ -86,16 +88,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     for item, image in images:
         with torch.no_grad():
             predictions = predictor(image)
-        instances = predictions["instances"].to("cpu")
         # predictor.metadata: the class names stored with the weights (build_predictor).
         visualizer = Visualizer(
             image[:, :, ::-1], predictor.metadata, instance_mode=ColorMode.IMAGE
         )
-        overlay = visualizer.draw_instance_predictions(instances).get_image()
+        if "panoptic_seg" in predictions:
+            panoptic_seg, segments_info = predictions["panoptic_seg"]
+            drawn = visualizer.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info)
+            found = f"{len(segments_info)} panoptic segments"
+        else:
+            instances = predictions["instances"].to("cpu")
+            drawn = visualizer.draw_instance_predictions(instances)
+            found = f"{len(instances)} instances"
         out = os.path.join(args.output, item.stem + ".png")
-        if not cv2.imwrite(out, overlay[:, :, ::-1]):
+        if not cv2.imwrite(out, drawn.get_image()[:, :, ::-1]):
             raise OSError(f"Cannot write {out}: check that --output is a writable folder.")
-        logger.info("%s: %d instances -> %s", item.path, len(instances), out)
+        logger.info("%s: %s -> %s", item.path, found, out)
     return images.finish()
 
 

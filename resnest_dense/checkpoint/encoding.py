@@ -1,12 +1,17 @@
-"""Convert PyTorch-Encoding checkpoints (DeepLabV3 on ADE20K, ``resnet*s`` ImageNet) to our names.
+"""Convert PyTorch-Encoding checkpoints (DeepLabV3 / FCN, ``resnet*s`` ImageNet) to our names.
 
-PyTorch-Encoding (Zhang et al.) trained the ResNeSt paper's ADE20K DeepLabV3 models. Its
-``DeepLabV3`` keeps the dilated backbone under ``pretrained.`` (official ResNeSt names:
-``conv1.0``, ``layer1.0.conv2.fc1``, ...), the head under ``head.aspp.b0..b4``,
+PyTorch-Encoding (Zhang et al.) trained the ResNeSt paper's ADE20K DeepLabV3 models and the
+released PASCAL Context ones (``deeplab_resnest*_pcontext``: the same layout with 59-class
+classifiers in ``head.block.4`` and ``auxlayer.conv5.4``; the class count is checked against
+the config's ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` when the converted names are compared with the
+model). Its ``DeepLabV3`` keeps the dilated backbone under ``pretrained.`` (official ResNeSt
+names: ``conv1.0``, ``layer1.0.conv2.fc1``, ...), the head under ``head.aspp.b0..b4``,
 ``head.aspp.project``, ``head.block`` and the auxiliary FCN head under ``auxlayer.conv5``. Our
 :class:`~resnest_dense.modeling.sem_seg_heads.EncodingDeepLabV3Head` keeps the reference's
 ``nn.Sequential`` indices, so the head converts by prefix and the backbone goes through
-:func:`~resnest_dense.checkpoint.convert_resnest_state_dict`.
+:func:`~resnest_dense.checkpoint.convert_resnest_state_dict`. Encoding's ``FCN`` (released as
+``fcn_resnest50_ade``) has its main head under ``head.conv5``, which becomes
+:class:`~resnest_dense.modeling.sem_seg_heads.EncodingFCNHead`'s ``sem_seg_head.fcn.conv5``.
 
 The plain ResNet baselines (``resnet50s``/``resnet101s``: deep stem, torchvision bottlenecks)
 use ``bn2`` after the 3x3 conv, which ResNeSt blocks do not have; it becomes ``conv2.norm``.
@@ -27,6 +32,8 @@ __all__ = [
     "convert_encoding_backbone_state_dict",
     "convert_encoding_deeplab_state_dict",
     "convert_encoding_deeplab_checkpoint",
+    "convert_encoding_fcn_state_dict",
+    "convert_encoding_segmentation_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,19 @@ _HEAD_RULES = [
     (r"^head\.block\.([014])\.(.+)$", r"sem_seg_head.block.\1.\2"),
     (r"^auxlayer\.conv5\.([014])\.(.+)$", r"sem_seg_head.auxlayer.conv5.\1.\2"),
 ]
+# Encoding's FCN: the main FCNHead on res5 ("head.conv5"); the auxiliary head as in DeepLabV3.
+_FCN_HEAD_RULES = [
+    (r"^head\.conv5\.([014])\.(.+)$", r"sem_seg_head.fcn.conv5.\1.\2"),
+    _HEAD_RULES[-1],
+]
+_LAYOUTS = {
+    "deeplab": (
+        _HEAD_RULES,
+        "DeepLabV3 (pretrained.*, head.aspp.b0..b4, head.aspp.project, head.block, "
+        "auxlayer.conv5)",
+    ),
+    "fcn": (_FCN_HEAD_RULES, "FCN (pretrained.*, head.conv5, auxlayer.conv5)"),
+}
 _BN2 = re.compile(r"^layer([1-4])\.(\d+)\.bn2\.(.+)$")
 
 
@@ -74,23 +94,28 @@ def convert_encoding_backbone_state_dict(
     return out, dropped
 
 
-def convert_encoding_deeplab_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
+def convert_encoding_segmentation_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: str
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a PyTorch-Encoding ``DeepLabV3`` state dict to our DeepLabV3 names.
+    """Rename a PyTorch-Encoding ``DeepLabV3`` or ``FCN`` state dict to our names.
 
     Args:
         state_dict: the Encoding model's parameters and buffers (``pretrained.*``,
             ``head.*``, ``auxlayer.*``).
+        model: ``"deeplab"`` (:class:`EncodingDeepLabV3Head`) or ``"fcn"``
+            (:class:`EncodingFCNHead`).
 
     Returns:
         ``backbone.*`` / ``sem_seg_head.*`` tensors, and the dropped names (the backbone's
         ImageNet classifier ``pretrained.fc`` if present, BN ``num_batches_tracked``).
 
     Raises:
-        CheckpointMismatchError: names outside the DeepLabV3 layout (another Encoding model
-            such as EncNet or PSP, or a head with ``with_global``).
+        CheckpointMismatchError: names outside that model's layout (another Encoding model such
+            as EncNet or PSP, the other one of DeepLabV3 / FCN, or a head with ``with_global``).
     """
+    if model not in _LAYOUTS:
+        raise ValueError(f"model must be one of {sorted(_LAYOUTS)}, got {model!r}")
+    rules, layout = _LAYOUTS[model]
     backbone: Dict[str, torch.Tensor] = {}
     out: Dict[str, torch.Tensor] = {}
     dropped: List[str] = []
@@ -102,7 +127,7 @@ def convert_encoding_deeplab_state_dict(
         if name.endswith("num_batches_tracked"):
             dropped.append(name)
             continue
-        for pattern, repl in _HEAD_RULES:
+        for pattern, repl in rules:
             if re.match(pattern, name):
                 out[re.sub(pattern, repl, name)] = tensor
                 break
@@ -110,16 +135,31 @@ def convert_encoding_deeplab_state_dict(
             unknown.append(name)
     if unknown:
         raise CheckpointMismatchError(
-            f"{len(unknown)} names are not PyTorch-Encoding DeepLabV3 names "
-            f"(pretrained.*, head.aspp.b0..b4, head.aspp.project, head.block, "
-            f"auxlayer.conv5): {_format_keys(unknown)}"
+            f"{len(unknown)} names are not PyTorch-Encoding {layout} names: "
+            f"{_format_keys(unknown)}"
         )
     if not backbone:
-        raise CheckpointMismatchError("no 'pretrained.*' backbone tensors: not a DeepLabV3 model")
+        raise CheckpointMismatchError(
+            f"no 'pretrained.*' backbone tensors: not a {model} segmentation model"
+        )
     converted, bb_dropped = convert_encoding_backbone_state_dict(backbone, prefix="backbone.")
     out.update(converted)
     dropped += ["pretrained." + k for k in bb_dropped]
     return out, dropped
+
+
+def convert_encoding_deeplab_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """:func:`convert_encoding_segmentation_state_dict` for a DeepLabV3 model."""
+    return convert_encoding_segmentation_state_dict(state_dict, "deeplab")
+
+
+def convert_encoding_fcn_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """:func:`convert_encoding_segmentation_state_dict` for an FCN model (``fcn_resnest50_ade``)."""
+    return convert_encoding_segmentation_state_dict(state_dict, "fcn")
 
 
 def convert_encoding_deeplab_checkpoint(
@@ -127,8 +167,9 @@ def convert_encoding_deeplab_checkpoint(
     dst: str,
     expected: Optional[Mapping[str, torch.Tensor]] = None,
     overwrite: bool = False,
+    model: str = "deeplab",
 ) -> Dict[str, torch.Tensor]:
-    """Convert an Encoding DeepLabV3 ``.pth`` to a detectron2 checkpoint, atomically.
+    """Convert an Encoding DeepLabV3 (or FCN) ``.pth`` to a detectron2 checkpoint, atomically.
 
     Args:
         src: the Encoding file (e.g. ``deeplab_resnest50_ade-2225f09d.pth``).
@@ -136,6 +177,7 @@ def convert_encoding_deeplab_checkpoint(
         expected: the target model's state dict; when given, names and shapes must match it
             exactly before anything is written.
         overwrite: replace an existing ``dst``.
+        model: ``"deeplab"`` or ``"fcn"`` (:func:`convert_encoding_segmentation_state_dict`).
 
     Returns:
         The converted state dict.
@@ -144,7 +186,7 @@ def convert_encoding_deeplab_checkpoint(
 
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
-    converted, dropped = convert_encoding_deeplab_state_dict(load_torch_state_dict(src))
+    converted, dropped = convert_encoding_segmentation_state_dict(load_torch_state_dict(src), model)
     if expected is not None:
         check_state_dict(converted, expected, what=f"{src} (converted)")
     tmp = f"{dst}.tmp{os.getpid()}"

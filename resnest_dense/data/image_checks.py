@@ -25,7 +25,7 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from ..config import is_semantic_segmentation
+from ..config import has_sem_seg_head
 from .check_errors import DataCheckError, data_error, describe_datasets, sample_indices, shorten
 
 __all__ = [
@@ -55,8 +55,9 @@ _SWAPS_AXES = {5, 6, 7, 8}
 
 # Meta-architectures whose targets are label maps (MODEL.SEM_SEG_HEAD.NUM_CLASSES classes).
 def sem_seg_label_range(cfg) -> Optional[Tuple[int, int]]:
-    """``(NUM_CLASSES, IGNORE_VALUE)`` of a semantic-segmentation config, else None."""
-    if not is_semantic_segmentation(cfg):
+    """``(NUM_CLASSES, IGNORE_VALUE)`` of a config whose model has a semantic-segmentation head
+    (semantic segmentors, Panoptic FPN's stuff head), else None."""
+    if not has_sem_seg_head(cfg):
         return None
     return int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES), int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
 

@@ -27,10 +27,13 @@ from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
 __all__ = [
     "TOY_CLASSES",
     "TOY_SPLITS",
+    "coco_polygon",
+    "coco_polygon_annotation",
     "generate_toy_coco",
     "ensure_toy_coco",
     "register_toy_coco",
     "default_toy_coco_root",
+    "make_toy_image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,8 +45,9 @@ TOY_SPLITS = {"train": 512, "val": 64}
 EMPTY_EVERY = 10
 
 
-def _make_image(rng: np.random.Generator, empty: bool):
-    """One image (H, W, 3) uint8 RGB and its list of (class index, polygon)."""
+def make_toy_image(rng: np.random.Generator, empty: bool):
+    """One image (H, W, 3) uint8 RGB on a noisy uniform background, and its list of
+    (class index, polygon) of non-overlapping shapes (none if ``empty``)."""
     h, w = (int(v) for v in rng.integers(64, 161, size=2))
     background = rng.integers(0, 256, size=3)
     image = background[None, None, :] + rng.normal(0, 20, size=(h, w, 3))
@@ -67,7 +71,13 @@ def _make_image(rng: np.random.Generator, empty: bool):
     return image, objects
 
 
-def _coco_annotation(ann_id: int, image_id: int, cls: int, polygon: np.ndarray) -> Dict:
+def coco_polygon(polygon: np.ndarray) -> List[float]:
+    """A polygon (N, 2) as stored in the JSON: flat [x0, y0, x1, y1, ...], 2 decimals."""
+    return [round(float(v), 2) for v in polygon.reshape(-1)]
+
+
+def coco_polygon_annotation(ann_id: int, image_id: int, cls: int, polygon: np.ndarray) -> Dict:
+    """The COCO instance annotation of toy class index ``cls`` (category ``cls + 1``)."""
     x0, y0 = polygon.min(axis=0)
     x1, y1 = polygon.max(axis=0)
     # Area of the polygon (shoelace), as COCO stores it.
@@ -80,7 +90,7 @@ def _coco_annotation(ann_id: int, image_id: int, cls: int, polygon: np.ndarray) 
         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
         "area": area,
         "iscrowd": 0,
-        "segmentation": [[round(float(v), 2) for v in polygon.reshape(-1)]],
+        "segmentation": [coco_polygon(polygon)],
     }
 
 
@@ -90,7 +100,7 @@ def _write_split(out_dir: str, split: str, num_images: int, seed: int) -> None:
     for idx in range(num_images):
         # One generator per image: image i is the same whatever num_images is.
         rng = np.random.default_rng([seed, 0 if split == "train" else 1, idx])
-        image, objects = _make_image(rng, empty=idx % EMPTY_EVERY == EMPTY_EVERY - 1)
+        image, objects = make_toy_image(rng, empty=idx % EMPTY_EVERY == EMPTY_EVERY - 1)
         file_name = f"{idx:06d}.png"
         cv2.imwrite(os.path.join(out_dir, split, file_name), image[:, :, ::-1])
         image_id = idx + 1
@@ -103,7 +113,9 @@ def _write_split(out_dir: str, split: str, num_images: int, seed: int) -> None:
             }
         )
         for cls, polygon in objects:
-            annotations.append(_coco_annotation(len(annotations) + 1, image_id, cls, polygon))
+            annotations.append(
+                coco_polygon_annotation(len(annotations) + 1, image_id, cls, polygon)
+            )
     categories = [
         {"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(TOY_CLASSES)
     ]

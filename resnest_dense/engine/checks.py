@@ -67,8 +67,13 @@ logger = logging.getLogger(__name__)
 _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
-# Registry kinds of trained models, by the meta-architecture family they fit.
-_TRAINED_KINDS = {False: "coco_detector", True: "ade20k_segmenter"}  # by is_semantic_segmentation
+# Registry kinds of trained models, by the model family they fit (:func:`_model_family`); a
+# segmenter of any dataset fits a segmentation config.
+_TRAINED_KINDS = {
+    "detection": ("coco_detector",),
+    "panoptic": ("coco_panoptic",),
+    "segmentation": ("ade20k_segmenter", "pcontext_segmenter"),
+}
 # What a tool reports as one line (exit code 2) when setting up fails: a wrong config, data or
 # weights, never a bug.
 SETUP_ERRORS = (
@@ -179,6 +184,21 @@ def _unregistered(key: str, name: str, registered: Iterable[str]) -> str:
     )
 
 
+# Metadata fields of registered data sets that name files or folders: detectron2's COCO, COCO
+# panoptic, semantic-segmentation and Cityscapes (image_dir / gt_dir) registrations; the PASCAL
+# Context split file.
+_DATA_FILE_FIELDS = (
+    "json_file",
+    "image_root",
+    "sem_seg_root",
+    "panoptic_json",
+    "panoptic_root",
+    "split_file",
+    "image_dir",
+    "gt_dir",
+)
+
+
 def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
     """Problems of the datasets named by ``cfg``: unregistered names, missing files.
 
@@ -206,7 +226,7 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 continue
             missing = [
                 f"{field} {meta.get(field)!r}"
-                for field in ("json_file", "image_root", "sem_seg_root")
+                for field in _DATA_FILE_FIELDS
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:
@@ -219,6 +239,12 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                     )
                 )
     return problems
+
+
+def _model_family(cfg: CfgNode) -> str:
+    if is_semantic_segmentation(cfg):
+        return "segmentation"
+    return "panoptic" if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN" else "detection"
 
 
 def check_weights(
@@ -251,21 +277,21 @@ def check_weights(
             entry = get_entry(weights)
         except KeyError as e:
             return [StartupError(f"MODEL.WEIGHTS={weights!r}: {e.args[0]}")]
-        wanted = _TRAINED_KINDS[is_semantic_segmentation(cfg)]
+        family = _model_family(cfg)
+        wanted = _TRAINED_KINDS[family]
         if needs_trained and entry.kind == "imagenet_backbone":
             return [
                 StartupError(
                     f"MODEL.WEIGHTS={weights!r} holds ImageNet backbone weights only; the "
-                    f"{'detection' if wanted == 'coco_detector' else 'segmentation'} heads would be "
-                    "random." + override
+                    f"{family} heads would be random." + override
                 )
             ]
-        if entry.kind != "imagenet_backbone" and entry.kind != wanted:
+        if entry.kind != "imagenet_backbone" and entry.kind not in wanted:
             return [
                 StartupError(
                     f"MODEL.WEIGHTS={weights!r} is a {entry.kind} but the config builds a "
-                    f"{cfg.MODEL.META_ARCHITECTURE} (expected a {wanted}). Use the config the model "
-                    f"was released with: configs/{entry.config}."
+                    f"{cfg.MODEL.META_ARCHITECTURE} (expected a {' or '.join(wanted)}). Use the "
+                    f"config the model was released with: configs/{entry.config}."
                 )
             ]
         return []

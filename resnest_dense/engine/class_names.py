@@ -5,7 +5,8 @@ a model fine-tuned on a custom ``DATASETS.COCO_FORMAT`` set and shown by a demo 
 names another test set is labelled with that set's names. So the trainer stores, in every
 checkpoint it writes (:func:`checkpoint_metadata`, key :data:`CHECKPOINT_KEY`), the name of its
 first training set and its classes: ``thing_classes`` (and ``thing_colors`` if set) for
-detectors, ``stuff_classes`` and ``stuff_colors`` for semantic segmentation.
+detectors, ``stuff_classes`` and ``stuff_colors`` for semantic segmentation, both for Panoptic
+FPN.
 
 The demos label predictions with :func:`class_metadata`, which takes the names from, in order:
 
@@ -25,7 +26,7 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
-from ..config import cfg_value, class_count_keys, is_semantic_segmentation
+from ..config import cfg_value, class_count_keys
 
 __all__ = ["CHECKPOINT_KEY", "checkpoint_metadata", "class_metadata", "num_classes_key"]
 
@@ -35,23 +36,18 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "dataset_metadata"
 
 
-def _fields(cfg: CfgNode) -> Tuple[str, str]:
-    """Metadata keys of the class names and their colours for the model family of ``cfg``."""
-    return (
-        ("stuff_classes", "stuff_colors")
-        if is_semantic_segmentation(cfg)
-        else ("thing_classes", "thing_colors")
-    )
+def _parts(cfg: CfgNode) -> List[Tuple[str, str, str]]:
+    """``(names key, colours key, NUM_CLASSES key)`` of each class output of ``cfg``'s model:
+    things for detectors, stuff for semantic segmentors, both for Panoptic FPN."""
+    parts = [
+        (attr, attr.replace("_classes", "_colors"), key) for key, attr in class_count_keys(cfg)
+    ]
+    return parts or [("thing_classes", "thing_colors", "MODEL.ROI_HEADS.NUM_CLASSES")]
 
 
 def num_classes_key(cfg: CfgNode) -> str:
-    """The config key holding the number of classes the model predicts."""
-    keys = class_count_keys(cfg)
-    return keys[0][0] if keys else "MODEL.ROI_HEADS.NUM_CLASSES"
-
-
-def _num_classes(cfg: CfgNode) -> int:
-    return int(cfg_value(cfg, num_classes_key(cfg)))
+    """The config key holding the number of classes of the model's main output."""
+    return _parts(cfg)[0][2]
 
 
 def checkpoint_metadata(cfg: CfgNode) -> Dict[str, Dict[str, Any]]:
@@ -65,15 +61,17 @@ def checkpoint_metadata(cfg: CfgNode) -> Dict[str, Dict[str, Any]]:
     dataset = cfg.DATASETS.TRAIN[0]
     meta = MetadataCatalog.get(dataset)
     stored: Dict[str, Any] = {"dataset": dataset}
-    names_key, colours_key = _fields(cfg)
-    if meta.get(names_key) is not None:
-        stored[names_key] = [str(n) for n in meta.get(names_key)]
-    else:
-        logger.warning(
-            "Dataset %s has no %s: its checkpoints will not carry class names.", dataset, names_key
-        )
-    if meta.get(colours_key) is not None:
-        stored[colours_key] = [[int(v) for v in c] for c in meta.get(colours_key)]
+    for names_key, colours_key, _ in _parts(cfg):
+        if meta.get(names_key) is not None:
+            stored[names_key] = [str(n) for n in meta.get(names_key)]
+        else:
+            logger.warning(
+                "Dataset %s has no %s: its checkpoints will not carry class names.",
+                dataset,
+                names_key,
+            )
+        if meta.get(colours_key) is not None:
+            stored[colours_key] = [[int(v) for v in c] for c in meta.get(colours_key)]
     return {CHECKPOINT_KEY: stored}
 
 
@@ -104,16 +102,43 @@ def class_metadata(cfg: CfgNode, stored: Optional[Mapping] = None, weights: str 
         weights: the weights' path, for messages.
 
     Returns:
-        A ``Metadata`` with ``thing_classes`` (detection) or ``stuff_classes`` (semantic
-        segmentation) of length ``NUM_CLASSES`` at least, the matching colours when known,
-        and ``class_names_source`` saying where the names came from.
+        A ``Metadata`` with ``thing_classes`` (detection), ``stuff_classes`` (semantic
+        segmentation) or both (Panoptic FPN), each at least as long as its ``NUM_CLASSES``, the
+        matching colours when known, and ``class_names_source`` saying where the names came from.
     """
-    names_key, colours_key = _fields(cfg)
-    count = _num_classes(cfg)
     test_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     test_meta = MetadataCatalog.get(test_name) if test_name else None
-    test_names = test_meta.get(names_key) if test_meta is not None else None
+    meta = Metadata(name=test_name or "demo")
+    sources = []
+    for names_key, colours_key, count_key in _parts(cfg):
+        count = int(cfg_value(cfg, count_key))
+        names, colours, source = _resolve_names(
+            (names_key, colours_key, count_key), count, stored, weights, test_name, test_meta
+        )
+        meta.set(**{names_key: names})
+        if colours is not None and len(colours) >= count:
+            meta.set(**{colours_key: [tuple(int(v) for v in c) for c in colours]})
+        sources.append(source)
+        logger.info(
+            "Class names from %s: %s",
+            source,
+            ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""),
+        )
+    meta.set(class_names_source="; ".join(dict.fromkeys(sources)))
+    return meta
 
+
+def _resolve_names(
+    keys: Tuple[str, str, str],
+    count: int,
+    stored: Optional[Mapping],
+    weights: str,
+    test_name: Optional[str],
+    test_meta: Optional[Metadata],
+) -> Tuple[List[str], Optional[List], str]:
+    """One class output's names (padded to ``count``), colours, and where they came from."""
+    names_key, colours_key, count_key = keys
+    test_names = test_meta.get(names_key) if test_meta is not None else None
     names, colours = _stored_names(stored, names_key, colours_key, weights)
     if names is not None:
         dataset = stored.get("dataset", "?")
@@ -124,7 +149,7 @@ def class_metadata(cfg: CfgNode, stored: Optional[Mapping] = None, weights: str 
                 weights,
                 len(names),
                 dataset,
-                num_classes_key(cfg),
+                count_key,
                 count,
                 (
                     f"classes {len(names)}..{count - 1} are labelled 'class N'."
@@ -147,19 +172,9 @@ def class_metadata(cfg: CfgNode, stored: Optional[Mapping] = None, weights: str 
                 "would mislabel the predictions; using 'class N'.",
                 test_name,
                 len(test_names),
-                num_classes_key(cfg),
+                count_key,
                 count,
             )
         names, colours = [], None
         source = "none found (labels are 'class N')"
-    names = names + [f"class {i}" for i in range(len(names), count)]
-    meta = Metadata(name=test_name or "demo")
-    meta.set(**{names_key: names, "class_names_source": source})
-    if colours is not None and len(colours) >= count:
-        meta.set(**{colours_key: [tuple(int(v) for v in c) for c in colours]})
-    logger.info(
-        "Class names from %s: %s",
-        source,
-        ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""),
-    )
-    return meta
+    return names + [f"class {i}" for i in range(len(names), count)], colours, source

@@ -4,8 +4,9 @@ A detectron2 ``DefaultTrainer`` subclass trains the segmentation configs by call
 its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
 
 * :func:`build_semseg_train_loader`: detectron2's ``DatasetMapper`` with the reference
-  augmentation (random long-side scale of ``INPUT.BASE_SIZE`` in ``INPUT.RANDOM_SCALE``, a
-  fixed ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
+  augmentation (random long-side scale of ``INPUT.BASE_SIZE`` in ``INPUT.RANDOM_SCALE``, or
+  mmsegmentation's :class:`RandomRatioResize` when ``INPUT.BASE_SIZE_SHORT`` > 0, a fixed
+  ``INPUT.CROP.SIZE`` crop padded with black pixels / ignore labels, horizontal flip);
 * :func:`build_semseg_optimizer`: SGD where the segmentation head runs at
   ``SOLVER.HEAD_LR_MULTIPLIER`` times the base learning rate (10x in the reference);
 * :func:`build_semseg_lr_scheduler`: detectron2 DeepLab's ``WarmupPolyLR`` (poly, power 0.9);
@@ -38,6 +39,7 @@ __all__ = [
     "build_semseg_evaluator",
     "head_lr_factor",
     "RandomGaussianBlur",
+    "RandomRatioResize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,26 @@ class RandomGaussianBlur(T.Augmentation):
         return GaussianBlurTransform(float(self._rand_range(0.0, self.max_radius)))
 
 
+class RandomRatioResize(T.Augmentation):
+    """mmsegmentation's ``Resize(img_scale=(long, short), ratio_range, keep_ratio=True)``: scale
+    the image by ``r * min(long / long side, short / short side)``, ``r ~ U(min_ratio,
+    max_ratio)``, whatever its orientation."""
+
+    def __init__(self, long: int, short: int, min_ratio: float, max_ratio: float):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        h, w = image.shape[:2]
+        ratio = float(self._rand_range(self.min_ratio, self.max_ratio))
+        scale = ratio * min(self.long / max(h, w), self.short / min(h, w))
+        new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+        return T.ResizeTransform(h, w, new_h, new_w, Image.BILINEAR)
+
+
 def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
-    """Random scale, fixed-size crop (with padding), flip and blur, as the reference."""
+    """Random scale, fixed-size crop (with padding), flip and blur, as the reference
+    (mmsegmentation's random resize when ``INPUT.BASE_SIZE_SHORT`` > 0)."""
     if cfg.INPUT.CROP.TYPE != "absolute":
         raise ValueError(
             f"Segmentation training crops INPUT.CROP.SIZE pixels; set INPUT.CROP.TYPE "
@@ -87,7 +107,11 @@ def build_semseg_train_augmentations(cfg) -> List[T.Augmentation]:
         )
     base = cfg.INPUT.BASE_SIZE
     min_scale, max_scale = cfg.INPUT.RANDOM_SCALE
-    augs: List[T.Augmentation] = [T.ResizeScale(min_scale, max_scale, base, base)]
+    if cfg.INPUT.BASE_SIZE_SHORT > 0:
+        resize = RandomRatioResize(base, cfg.INPUT.BASE_SIZE_SHORT, min_scale, max_scale)
+    else:
+        resize = T.ResizeScale(min_scale, max_scale, base, base)
+    augs: List[T.Augmentation] = [resize]
     if cfg.INPUT.CROP.ENABLED:
         augs.append(
             T.FixedSizeCrop(

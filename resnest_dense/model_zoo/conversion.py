@@ -1,7 +1,7 @@
 """Released weight files as detectron2 checkpoints: :func:`resolve_weights`.
 
 detectron2-format releases (the detectron2-ResNeSt detectors) load as published. ImageNet
-classifiers (official ResNeSt, PyTorch-Encoding ResNet-D) and PyTorch-Encoding DeepLabV3 files are
+classifiers (official ResNeSt, PyTorch-Encoding ResNet-D) and PyTorch-Encoding DeepLabV3 / FCN files are
 converted once into detectron2 names, checked strictly (names and shapes) against the network
 they are meant for, and cached as ``<cache>/converted/<file stem>.d2.pth``.
 
@@ -26,7 +26,7 @@ from ..checkpoint import (
 )
 from ..checkpoint.encoding import (
     convert_encoding_backbone_state_dict,
-    convert_encoding_deeplab_state_dict,
+    convert_encoding_segmentation_state_dict,
 )
 from ..config import get_resnest_cfg
 
@@ -73,8 +73,9 @@ def convert(entry: WeightEntry, src: str, dst: str) -> str:
     before it is written atomically.
     """
     state = load_torch_state_dict(src)
-    if entry.format == "encoding_deeplab":
-        converted, _ = convert_encoding_deeplab_state_dict(state)
+    if entry.format in ("encoding_deeplab", "encoding_fcn"):
+        model = entry.format[len("encoding_") :]
+        converted, _ = convert_encoding_segmentation_state_dict(state, model)
         if entry.config:
             check_state_dict(converted, _config_model_state(entry.config), what=src)
         # Full model names: load strictly.

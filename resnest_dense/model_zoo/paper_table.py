@@ -31,6 +31,7 @@ METRICS = OrderedDict(
         ("mask_AP", ("segm", "AP")),
         ("mIoU", ("sem_seg", "mIoU")),
         ("pixAcc", ("sem_seg", "pACC")),
+        ("PQ", ("panoptic_seg", "PQ")),
     ]
 )
 TOY_LABEL = "TOY smoke numbers (generated data, tiny networks, CPU): not paper reproductions"

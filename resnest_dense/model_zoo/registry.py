@@ -1,10 +1,11 @@
 """The registry of released ResNeSt weights: one data file, ``weights.json``, next to this module.
 
 Per released file it records the name, URL(s), published hash, kind (``imagenet_backbone`` /
-``coco_detector`` / ``ade20k_segmenter``), the format it was published in, the config it
-belongs to and the public source it was copied from. ``$RESNEST_DENSE_REGISTRY`` adds files of
-the same layout (mirrors, own models). This module only reads and looks up entries; finding the
-files is :mod:`.store`, turning them into detectron2 checkpoints is :mod:`.conversion`.
+``coco_detector`` / ``coco_panoptic`` / ``ade20k_segmenter`` / ``pcontext_segmenter``), the format it was published
+in, the config it belongs to and the public source it was copied from.
+``$RESNEST_DENSE_REGISTRY`` adds files of the same layout (mirrors, own models). This module only
+reads and looks up entries; finding the files is :mod:`.store`, turning them into detectron2
+checkpoints is :mod:`.conversion`.
 """
 
 import json
@@ -28,9 +29,21 @@ __all__ = [
 # ``resnest://<registry name or file name>`` names a registry entry wherever a path is accepted.
 SCHEME = "resnest://"
 REGISTRY_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights.json")
-KINDS = ("imagenet_backbone", "coco_detector", "ade20k_segmenter")
+KINDS = (
+    "imagenet_backbone",
+    "coco_detector",
+    "coco_panoptic",
+    "ade20k_segmenter",
+    "pcontext_segmenter",
+)
 # How a released file becomes a detectron2 checkpoint; "detectron2" files load as they are.
-FORMATS = ("resnest_official", "encoding_resnet", "encoding_deeplab", "detectron2")
+FORMATS = (
+    "resnest_official",
+    "encoding_resnet",
+    "encoding_deeplab",
+    "encoding_fcn",
+    "detectron2",
+)
 
 
 @dataclass(frozen=True)
