@@ -66,12 +66,15 @@ def _outputs(model, image):
         (pred,) = model([{"image": image, "height": image.shape[1], "width": image.shape[2]}])
     if "sem_seg" in pred:
         out["sem_seg"] = pred["sem_seg"]
-        return out
-    # Random weights may propose / detect nothing (deep random nets overflow): then both must not.
-    inst = pred["instances"]
-    out.update(boxes=inst.pred_boxes.tensor, scores=inst.scores, classes=inst.pred_classes)
-    if inst.has("pred_masks"):
-        out["masks"] = inst.pred_masks.float()
+    if "panoptic_seg" in pred:
+        out["panoptic_seg"] = pred["panoptic_seg"][0]
+    if "instances" in pred:
+        # Random weights may propose / detect nothing (deep random nets overflow): then both
+        # twins must detect nothing.
+        inst = pred["instances"]
+        out.update(boxes=inst.pred_boxes.tensor, scores=inst.scores, classes=inst.pred_classes)
+        if inst.has("pred_masks"):
+            out["masks"] = inst.pred_masks.float()
     return out
 
 

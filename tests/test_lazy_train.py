@@ -304,3 +304,17 @@ def test_deeplab_lazy_config_trains_and_evaluates(lazy_tool, tmp_path):
     assert 0 <= results["sem_seg"]["mIoU"] <= 100
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["results"]["sem_seg"]["mIoU"] == pytest.approx(results["sem_seg"]["mIoU"])
+
+
+@pytest.mark.slow
+def test_panoptic_lazy_config_trains_and_evaluates_pq(lazy_tool, tmp_path):
+    config = os.path.join(CONFIGS, "lazy", "quick_schedules", "toy_panoptic_fpn_S14.py")
+    tiny = [
+        o
+        for o in TINY_LAZY
+        if not o.startswith(("dataloader.train.dataset", "dataloader.test.dataset"))
+    ]
+    results = lazy_tool.main(lazy_args(*tiny, *_schedule(2, 100, tmp_path), config=config))
+    # As tools/train_net.py on the YAML twin: stuff mIoU, box / mask AP and PQ.
+    assert {"sem_seg", "bbox", "segm", "panoptic_seg"} <= set(results)
+    assert 0 <= results["panoptic_seg"]["PQ"] <= 100
