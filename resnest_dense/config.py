@@ -7,14 +7,19 @@ head, PyTorch-Encoding style augmentation and multi-scale inference) and the too
 
 :func:`get_resnest_cfg` is the config path of every tool: ``get_cfg`` -> these keys -> the file
 -> the ``KEY VALUE`` options -> fork builder names. Tools add data registration and start-up
-checks on top of it (:func:`resnest_dense.engine.load_config`).
+checks on top of it (:func:`resnest_dense.engine.load_config`). detectron2's Python LazyConfig
+files (``configs/lazy/``) are read by :func:`get_lazy_cfg` (the file -> checked ``a.b=c``
+overrides) on the same path (docs/configs.md).
 """
 
+import difflib
+import inspect
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode, LazyConfig, get_cfg
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigKeyError, MissingFileError, StartupError
 
@@ -26,7 +31,9 @@ __all__ = [
     "has_sem_seg_head",
     "is_semantic_segmentation",
     "add_resnest_segmentation_config",
+    "get_lazy_cfg",
     "get_resnest_cfg",
+    "is_lazy_config_file",
     "merge_config",
     "resolve_fork_backbone_name",
 ]
@@ -292,3 +299,77 @@ def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     if has_sem_seg_head(cfg):
         keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
     return keys
+
+
+def is_lazy_config_file(config_file: Optional[str]) -> bool:
+    """True for a detectron2 LazyConfig (Python) file, False for a YAML file."""
+    return bool(config_file) and config_file.endswith(".py")
+
+
+def _dotted_keys(node, prefix: str = "") -> Iterator[str]:
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, (DictConfig, ListConfig)):
+            yield from _dotted_keys(value, dotted + ".")
+
+
+def _accepts(node, name: str) -> bool:
+    """Whether ``node``, a ``LazyCall`` (with ``_target_``), takes a keyword argument ``name``
+    it does not set yet (detectron2 fills unset arguments with their defaults)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return False
+    target = node._target_
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let instantiate decide
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def get_lazy_cfg(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A detectron2 LazyConfig loaded from ``config_file`` with ``a.b=c`` overrides applied.
+
+    Unlike detectron2's ``LazyConfig.apply_overrides``, an override must name an existing key,
+    or an argument the ``LazyCall`` it belongs to accepts (e.g. ``model.backbone.bottom_up.
+    dropblock_prob=0.1``), so a typo fails instead of adding a key nothing reads.
+
+    Raises:
+        MissingFileError: ``config_file`` does not exist.
+        StartupError: an override is not of the form ``a.b=c``.
+        ConfigKeyError: an override names a key the config does not have (closest keys named).
+    """
+    if not os.path.isfile(config_file):
+        raise MissingFileError(f"Config file {config_file!r} does not exist")
+    cfg = LazyConfig.load(config_file)
+    keys = None
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key:
+            raise StartupError(
+                f"LazyConfig override {override!r} is not of the form dotted.key=value (e.g. "
+                "train.max_iter=100 train.init_checkpoint=path/model.pth); the KEY VALUE form "
+                f"is for YAML configs (config file {config_file})."
+            )
+        if OmegaConf.select(cfg, key, default=_NO_KEY, throw_on_missing=False) is not _NO_KEY:
+            continue
+        parent, _, name = key.rpartition(".")
+        if parent and _accepts(OmegaConf.select(cfg, parent, default=None), name):
+            continue
+        keys = keys if keys is not None else list(_dotted_keys(cfg))
+        close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigKeyError(
+            f"Override {override!r}: {config_file} has no key {key!r}.{hint} List the keys "
+            f'with python -c "from detectron2.config import LazyConfig; '
+            f"print(LazyConfig.to_py(LazyConfig.load('{config_file}')))\""
+        )
+    return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+_NO_KEY = object()

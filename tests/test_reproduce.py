@@ -83,12 +83,32 @@ def test_collect_labels_toy_runs_and_rejects_empty_root(tmp_path):
 def test_train_dry_run_prints_the_8_gpu_commands(capsys):
     assert reproduce.main(["--train", "--dry-run", "--output", "out"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(reproduce.paper_rows()) == 32
+    assert len(lines) == len(reproduce.paper_rows(beyond=True)) == 32 + 6
     assert (
         "python tools/train_net.py --config-file "
         "configs/COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml "
         "--num-gpus 8 OUTPUT_DIR out/train/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x"
     ) in lines
+    # Beyond the paper: the ResNeSt new baselines, LazyConfig files on lazyconfig_train_net.
+    assert (
+        "python tools/lazyconfig_train_net.py --config-file "
+        "configs/lazy/new_baselines/mask_rcnn_ResNeSt_101_FPN_400ep_LSJ.py "
+        "--num-gpus 8 train.output_dir=out/train/mask_rcnn_ResNeSt_101_FPN_400ep_LSJ"
+    ) in lines
+
+
+def test_beyond_paper_rows_show_detectron2_reference(tmp_path):
+    row = next(r for r in reproduce.paper_rows(beyond=True) if r["task"] == "Mask R-CNN LSJ 400ep"
+               and r["backbone"] == "S-101")  # fmt: skip
+    assert row["metrics"] == {"box_AP": 48.9, "mask_AP": 43.7}  # detectron2's R-101, 400 ep
+    assert os.path.isfile(os.path.join(REPO, "configs", row["config"]))
+    _fake_run(tmp_path / "r", "s101", row, results={"bbox": {"AP": 49.5}, "segm": {"AP": 44.0}})
+    lines = reproduce.collect(str(tmp_path / "r"), str(tmp_path / "t"))
+    assert {(line["metric"], line["paper"], line["reference"]) for line in lines} == {
+        ("box_AP", 48.9, row["reference"]),
+        ("mask_AP", 43.7, row["reference"]),
+    }
+    assert "a reference, not a ResNeSt result" in (tmp_path / "t" / "results.md").read_text()
 
 
 def test_eval_released_says_what_is_missing(tmp_path, monkeypatch, caplog):

@@ -1,9 +1,11 @@
 """Every tool builds its config through the one set-up path.
 
 ``resnest_dense.config.get_resnest_cfg`` (keys, file, options, fork names; its ``merge_config``
-is recorded here) is the config path of everything that reads a YAML file, and the tools that
-run a model on data go on through ``resnest_dense.engine.load_config``, whose start-up checks
-(``validate``, recorded with the purpose) they cannot skip. Each tool is stopped right there.
+is recorded here) is the config path of everything that reads a YAML file, and
+``resnest_dense.config.get_lazy_cfg`` (recorded as called by ``load_config``) that of a
+LazyConfig file; the tools that run a model on data go on through
+``resnest_dense.engine.load_config``, whose start-up checks (``validate``, recorded with the
+purpose) they cannot skip. Each tool is stopped right there.
 """
 
 import importlib.util
@@ -14,9 +16,11 @@ from PIL import Image
 
 import resnest_dense.config
 import resnest_dense.engine.entry
+from resnest_dense.engine import argument_parser
 from detection_helpers import CONFIGS, REPO, RESNEST_CONFIGS, TINY, load_tool, train_net_args
 
 CONFIG = os.path.join(CONFIGS, RESNEST_CONFIGS["mask"])
+LAZY = os.path.join(CONFIGS, "lazy", "quick_schedules", "toy_mask_rcnn_S14_FPN.py")
 SEMSEG = os.path.join(CONFIGS, "quick_schedules", "toy_deeplabv3_S14_OS8.yaml")
 
 
@@ -33,11 +37,18 @@ def recorded(monkeypatch):
         calls.append(("merge", os.path.basename(config_file or "")))
         return merge(cfg, config_file, opts)
 
+    lazy = resnest_dense.engine.entry.get_lazy_cfg
+
+    def record_lazy(config_file, overrides=()):
+        calls.append(("lazy", os.path.basename(config_file)))
+        return lazy(config_file, overrides)
+
     def record_validate(cfg, purpose="train", **kwargs):
         calls.append(("validate", purpose))
         raise _Stop
 
     monkeypatch.setattr(resnest_dense.config, "merge_config", record_merge)
+    monkeypatch.setattr(resnest_dense.engine.entry, "get_lazy_cfg", record_lazy)
     monkeypatch.setattr(resnest_dense.engine.entry, "validate", record_validate)
     return calls
 
@@ -81,6 +92,18 @@ TOOLS = {
         ),
         "demo",
     ),
+    "lazyconfig_train_net train": (
+        lambda: load_tool("lazyconfig_train_net").main(
+            argument_parser().parse_args(["--config-file", LAZY, "train.max_iter=1"])
+        ),
+        "train",
+    ),
+    "lazyconfig_train_net --eval-only": (
+        lambda: load_tool("lazyconfig_train_net").main(
+            argument_parser().parse_args(["--eval-only", "--config-file", LAZY])
+        ),
+        "eval",
+    ),
     "reproduce --smoke": (
         lambda: load_tool("reproduce").main(["--smoke", "--only", "mask_rcnn_ResNeSt_50"]),
         "train",
@@ -99,7 +122,8 @@ def test_tool_goes_through_load_config(recorded, tool, tmp_path, monkeypatch):
     run, purpose = TOOLS[tool]
     with pytest.raises(_Stop):
         run()
-    assert recorded[0][0] == "merge" and recorded[0][1].endswith(".yaml"), recorded
+    first = ("lazy", ".py") if tool.startswith("lazyconfig") else ("merge", ".yaml")
+    assert recorded[0][0] == first[0] and recorded[0][1].endswith(first[1]), recorded
     assert recorded[-1] == ("validate", purpose), recorded
 
 

@@ -6,7 +6,9 @@ Modes (see docs/results.md):
   --eval-released   evaluate every released model with our config; runs when the weights and
                     the dataset are on disk, else says what is missing and prints the command.
   --train           train the ResNet / ResNeSt config pairs with tools/train_net.py, then
-                    evaluate; with --dry-run only print the exact multi-GPU commands.
+                    evaluate; with --dry-run only print the exact multi-GPU commands. Also the
+                    "beyond the paper" rows: ResNeSt new baselines (LazyConfig, LSJ) with
+                    tools/lazyconfig_train_net.py, beside detectron2's ResNet numbers.
   --collect ROOT    read finished runs under ROOT into results.md / results.csv / results.png:
                     measured box AP, mask AP, mIoU, pixAcc beside the paper's, and the
                     ResNeSt - ResNet gain.
@@ -26,12 +28,11 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from resnest_dense.model_zoo.paper_table import TOY_LABEL, collect, paper_rows, run_id  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 logger = logging.getLogger("reproduce")
 
 
@@ -148,16 +149,26 @@ def eval_released(args) -> int:
 # -------------------------------------------------------------------- training
 
 
+def _run_opts(config: str, output_dir: str, weights: Optional[str] = None) -> List[str]:
+    """Output dir (and weights) options in the config's own form (YAML or LazyConfig)."""
+    if config.endswith(".py"):
+        return [f"train.output_dir={output_dir}"] + (
+            [f"train.init_checkpoint={weights}"] if weights else []
+        )
+    return ["OUTPUT_DIR", output_dir] + (["MODEL.WEIGHTS", weights] if weights else [])
+
+
 def train_command(row: Dict, output_dir: str, num_gpus: int, opts: Sequence[str] = ()) -> List[str]:
+    tool = "lazyconfig_train_net.py" if row["config"].endswith(".py") else "train_net.py"
     cmd = [
-        "python", "tools/train_net.py", "--config-file", f"configs/{row['config']}",
-        "--num-gpus", str(num_gpus), "OUTPUT_DIR", output_dir,
+        "python", f"tools/{tool}", "--config-file", f"configs/{row['config']}",
+        "--num-gpus", str(num_gpus), *_run_opts(row["config"], output_dir),
     ]  # fmt: skip
     return cmd + [str(o) for o in opts]
 
 
 def train(args) -> int:
-    rows = [r for r in paper_rows() if args.only.search(run_id(r))]
+    rows = [r for r in paper_rows(beyond=True) if args.only.search(run_id(r))]
     progress = Progress(len(rows))
     for i, row in enumerate(rows, 1):
         out = os.path.join(args.output, "train", run_id(row))
@@ -165,11 +176,12 @@ def train(args) -> int:
         if args.dry_run:
             print(" ".join(shlex.quote(c) for c in cmd))
             continue
-        if not os.path.isfile(TRAIN_NET):
-            logger.error("%s does not exist in this checkout", TRAIN_NET)
+        tool = os.path.join(REPO, cmd[1])
+        if not os.path.isfile(tool):
+            logger.error("%s does not exist in this checkout", tool)
             return 1
         write_run_json(out, row, kind="trained", command=cmd)
-        progress.step(i, run_id(row), "training with tools/train_net.py (log in the run dir)")
+        progress.step(i, run_id(row), f"training with {cmd[1]} (log in the run dir)")
         with open(os.path.join(out, "train_stdout.log"), "w") as log:
             status = subprocess.call([sys.executable] + cmd[1:], cwd=REPO, stdout=log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
@@ -183,8 +195,8 @@ def train(args) -> int:
         from resnest_dense.engine import evaluate_weights
 
         final = os.path.join(out, "model_final.pth")
-        evaluate_weights(tool_config(row["config"], [*args.opts, "MODEL.WEIGHTS", final,
-                                                     "OUTPUT_DIR", out], "eval"))  # fmt: skip
+        evaluate_weights(tool_config(row["config"], [*args.opts, *_run_opts(row["config"], out,
+                                                                             final)], "eval"))  # fmt: skip
         progress.finish_run()
     if not args.dry_run:
         collect(os.path.join(args.output, "train"), os.path.join(args.output, "train"))

@@ -9,7 +9,9 @@
 * :func:`build_evaluator` (:mod:`.evaluation`): COCO AP or mIoU / pixAcc by dataset type;
 * :func:`build_predictor` (:mod:`.predictor`): the demos' predictor, weights loaded strictly;
 * :func:`train` / :func:`evaluate_weights` / :func:`write_results` (:mod:`.runs`): what
-  ``tools/train_net.py`` and ``tools/reproduce.py`` run.
+  ``tools/train_net.py``, ``tools/lazyconfig_train_net.py`` and ``tools/reproduce.py`` run;
+* :class:`LazyTrainer` (:mod:`.lazy`): the same trainer for detectron2 LazyConfig files, whose
+  YAML-key view goes through the same checks (docs/configs.md).
 """
 
 from ..errors import StartupError
@@ -18,10 +20,12 @@ from .evaluation import build_coco_evaluator, build_evaluator, coco_eval_backend
 from .predictor import build_predictor
 from .runs import evaluate_weights, train, write_results
 from .entry import argument_parser, load_config, setup
+from .lazy import LazyTrainer
 from .trainer import Trainer
 
 __all__ = [
     "SETUP_ERRORS",
+    "LazyTrainer",
     "StartupError",
     "Trainer",
     "argument_parser",

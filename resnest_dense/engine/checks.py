@@ -27,15 +27,16 @@ Run-time guards: :class:`SafeMapper` (an unreadable image fails naming the file,
 
 import logging
 import os
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
+from omegaconf import ListConfig
 
-from ..config import cfg_value, is_semantic_segmentation
+from ..config import is_semantic_segmentation
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
@@ -92,34 +93,51 @@ SETUP_ERRORS = (
 )
 
 
-def _norm_keys(cfg: CfgNode, prefix: str = "") -> Iterable[str]:
-    for key, value in cfg.items():
-        if isinstance(value, CfgNode):
-            yield from _norm_keys(value, f"{prefix}{key}.")
-        elif key == "NORM":
-            yield f"{prefix}{key}"
+# Norm arguments: the YAML keys (MODEL.RESNETS.NORM, ...) and a LazyConfig's constructor
+# arguments (norm=, conv_norm=).
+_NORM_KEYS = {"NORM", "norm", "conv_norm"}
 
 
-def _set(cfg: CfgNode, dotted: str, value) -> None:
-    *path, leaf = dotted.split(".")
-    node = cfg
-    for part in path:
-        node = node[part]
-    node[leaf] = value
+def _norm_paths(node, prefix: Tuple = ()) -> Iterator[Tuple]:
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, (list, tuple, ListConfig)):
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        if key in _NORM_KEYS and isinstance(value, str):
+            yield prefix + (key,)
+        else:
+            yield from _norm_paths(value, prefix + (key,))
 
 
-def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> List[str]:
+def adapt_norms_for_device(
+    cfg, world_size: Optional[int] = None, device: Optional[str] = None
+) -> List[str]:
     """Replace ``SyncBN`` by ``naiveSyncBN_N`` for multi-process CPU runs (``cfg`` mutable).
+
+    Args:
+        cfg: a YAML config, or a LazyConfig's ``model`` (its ``norm`` / ``conv_norm``
+            arguments are replaced).
+        world_size: number of processes (default: detectron2's ``comm``).
+        device: the run's device (default ``cfg.MODEL.DEVICE``).
 
     Returns:
         The keys that were changed (logged).
     """
     world_size = comm.get_world_size() if world_size is None else world_size
-    if cfg.MODEL.DEVICE != "cpu" or world_size <= 1:
+    device = cfg.MODEL.DEVICE if device is None else device
+    if device != "cpu" or world_size <= 1:
         return []
-    changed = [k for k in _norm_keys(cfg) if cfg_value(cfg, k) == "SyncBN"]
-    for key in changed:
-        _set(cfg, key, "naiveSyncBN_N")
+    changed = []
+    for path in _norm_paths(cfg):
+        node = cfg
+        for part in path[:-1]:
+            node = node[part]
+        if node[path[-1]] == "SyncBN":
+            node[path[-1]] = "naiveSyncBN_N"
+            changed.append(".".join(str(p) for p in path))
     if changed:
         logger.warning(
             "CPU with %d processes: nn.SyncBatchNorm has no gloo implementation; using "

@@ -1,11 +1,16 @@
 """The one set-up path of every tool: config, data registration, start-up checks, logging.
 
-``tools/train_net.py``, both demos, ``tools/reproduce.py`` and the export tool call
-:func:`load_config` (and ``train_net`` :func:`setup` on top of it), so a config is always built
-the same way: :func:`resnest_dense.config.get_resnest_cfg` (keys, file, options, fork names) ->
-``DATASETS.COCO_FORMAT`` / ``SEM_SEG_FORMAT`` registration ->
+``tools/train_net.py``, ``tools/lazyconfig_train_net.py``, both demos, ``tools/reproduce.py``
+and the export tool call :func:`load_config` (and the train tools :func:`setup` on top of it),
+so a config is always built the same way: :func:`resnest_dense.config.get_resnest_cfg` (keys,
+file, options, fork names) -> ``DATASETS.COCO_FORMAT`` / ``SEM_SEG_FORMAT`` registration ->
 :func:`resnest_dense.engine.checks.validate` (device, norms, datasets, weights, batch), which
 fails with one clear message before any work is done.
+
+A LazyConfig file (``.py``, ``a.b=c`` overrides) takes the same path:
+:func:`resnest_dense.config.get_lazy_cfg` -> its YAML-key view
+(:func:`resnest_dense.engine.lazy.lazy_run_config`) -> the same :func:`validate` -> what the
+checks adapted (device, norms) written back into the LazyConfig.
 """
 
 import argparse
@@ -18,10 +23,12 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_resnest_cfg
+from ..config import get_lazy_cfg, get_resnest_cfg, is_lazy_config_file
 from ..data.coco_format import register_coco_format_datasets
 from ..data.sem_seg_format import register_sem_seg_format_datasets
+from ..errors import StartupError
 from .checks import validate
+from .lazy import in_lazy_terms, is_lazy_run, lazy_run_config, sync_to_lazy
 
 __all__ = ["argument_parser", "load_config", "setup"]
 
@@ -36,8 +43,9 @@ def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
-        help="with --eval-only: evaluate even when MODEL.WEIGHTS is empty, an ImageNet backbone "
-        "or does not cover the whole model (the numbers are then meaningless)",
+        help="with --eval-only: evaluate even when MODEL.WEIGHTS (LazyConfig: "
+        "train.init_checkpoint) is empty, an ImageNet backbone or does not cover the whole model "
+        "(the numbers are then meaningless)",
     )
     return parser
 
@@ -52,8 +60,10 @@ def load_config(
     """The checked, mutable config of a tool.
 
     Args:
-        config_file: a YAML file (e.g. ``configs/COCO-Detection/...yaml``).
-        opts: trailing ``KEY VALUE`` overrides.
+        config_file: a YAML file (e.g. ``configs/COCO-Detection/...yaml``), or a LazyConfig
+            file (``configs/lazy/...py``): then the result is a
+            :class:`~resnest_dense.engine.lazy.LazyRunConfig` whose ``.lazy`` is the LazyConfig.
+        opts: trailing ``KEY VALUE`` overrides (``a.b=c`` for a LazyConfig).
         purpose: ``"train"``, ``"eval"``, ``"demo"`` or ``"export"``: which checks apply (see
             :func:`resnest_dense.engine.checks.validate`).
         allow_random_weights: let evaluation / demos run without trained weights.
@@ -65,14 +75,24 @@ def load_config(
         StartupError: a check failed (subclasses are also ``KeyError`` / ``FileNotFoundError``
             for unregistered datasets / missing files).
     """
-    cfg = get_resnest_cfg(config_file, opts)
+    if is_lazy_config_file(config_file):
+        cfg = lazy_run_config(get_lazy_cfg(config_file, opts))
+    else:
+        cfg = get_resnest_cfg(config_file, opts)
     register_coco_format_datasets(
         cfg.DATASETS.COCO_FORMAT, missing_ok=purpose in ("demo", "export")
     )
     register_sem_seg_format_datasets(
         cfg.DATASETS.SEM_SEG_FORMAT, missing_ok=purpose in ("demo", "export")
     )
-    validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
+    if not is_lazy_run(cfg):
+        validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
+        return cfg
+    try:
+        validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
+    except StartupError as e:
+        raise type(e)(in_lazy_terms(str(e))) from e
+    sync_to_lazy(cfg, world_size)
     return cfg
 
 
@@ -99,8 +119,10 @@ def _held_log_records() -> Iterator[List[logging.LogRecord]]:
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
-    """Frozen config from ``tools/train_net.py`` arguments, with detectron2's default setup
-    (logging, ``config.yaml`` in ``OUTPUT_DIR``); see :func:`load_config`."""
+    """Frozen config from ``tools/train_net.py`` / ``tools/lazyconfig_train_net.py`` arguments,
+    with detectron2's default setup (logging, ``config.yaml`` in ``OUTPUT_DIR``: the YAML
+    config, or the LazyConfig as detectron2's ``LazyConfig.save`` writes it); see
+    :func:`load_config`."""
     eval_only = getattr(args, "eval_only", False)
     with _held_log_records() as records:
         cfg = load_config(
@@ -110,7 +132,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
             allow_random_weights=getattr(args, "allow_random_weights", False),
         )
     cfg.freeze()
-    default_setup(cfg, args)
+    default_setup(cfg.lazy if is_lazy_run(cfg) else cfg, args)
     # default_setup configures detectron2's loggers; ours (checks, evaluator choice) too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=_PACKAGE_LOGGER)
     for record in records:

@@ -1,11 +1,13 @@
 """What a tool runs once its config is set up: train, or evaluate named weights, and write the
-results file. ``tools/train_net.py`` and ``tools/reproduce.py`` are thin compositions of these."""
+results file. ``tools/train_net.py``, ``tools/lazyconfig_train_net.py`` and ``tools/reproduce.py``
+are thin compositions of these; a config from a LazyConfig file runs on :class:`LazyTrainer`,
+the same trainer with the model, optimizer and mappers built from the LazyConfig."""
 
 import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Type
 
 from detectron2.config import CfgNode
 from detectron2.evaluation import verify_results
@@ -14,17 +16,23 @@ from detectron2.utils import comm
 from ..checkpoint import Checkpointer
 from ..utils import optimize_for_inference
 from ..utils.io import atomic_write_json
+from .lazy import LazyTrainer, is_lazy_run
 from .trainer import Trainer
 
-__all__ = ["evaluate_weights", "train", "write_results"]
+__all__ = ["evaluate_weights", "train", "trainer_class", "write_results"]
 
 logger = logging.getLogger(__name__)
+
+
+def trainer_class(cfg: CfgNode) -> Type[Trainer]:
+    """The trainer of ``cfg``: :class:`LazyTrainer` for a LazyConfig, else :class:`Trainer`."""
+    return LazyTrainer if is_lazy_run(cfg) else Trainer
 
 
 def train(cfg: CfgNode, resume: bool = False) -> Optional[Mapping]:
     """Train ``cfg`` (resuming from ``OUTPUT_DIR`` if asked); returns the final evaluation's
     results, which are also written to ``<OUTPUT_DIR>/results.json``."""
-    trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)(cfg)
     trainer.resume_or_load(resume=resume)
     results = trainer.train()
     if results:
@@ -45,7 +53,7 @@ def evaluate_weights(
     ``TEST.AUG.ENABLED`` the detector is evaluated a second time with test-time augmentation
     (:meth:`Trainer.test_with_TTA`) and the ``*_TTA`` results are added.
     """
-    model = Trainer.build_model(cfg)
+    model = trainer_class(cfg).build_model(cfg)
     checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
     weights = cfg.MODEL.WEIGHTS
     if resume and checkpointer.has_checkpoint():
@@ -55,10 +63,14 @@ def evaluate_weights(
         logger.warning("Evaluating %s as asked although %s", weights, report.summary())
     if cfg.TEST.FAST_INFERENCE:
         optimize_for_inference(model)
+<<<<<<< HEAD
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         # Both numbers, as detectron2's train_net reports them: bbox, ..., bbox_TTA, ...
         results.update(Trainer.test_with_TTA(cfg, model))
+=======
+    results = trainer_class(cfg).test(cfg, model)
+>>>>>>> lazyconfig
     if comm.is_main_process():
         verify_results(cfg, results)
         write_results(cfg, results, weights=weights)

@@ -17,7 +17,7 @@ its ``build_train_loader`` / ``build_optimizer`` / ``build_lr_scheduler``:
 """
 
 import logging
-from typing import List
+from typing import Callable, List
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ __all__ = [
     "build_semseg_optimizer",
     "build_semseg_lr_scheduler",
     "build_semseg_evaluator",
+    "head_lr_factor",
     "RandomGaussianBlur",
     "RandomRatioResize",
 ]
@@ -144,13 +145,20 @@ def build_semseg_train_loader(cfg):
     return build_detection_train_loader(cfg, mapper=build_semseg_train_mapper(cfg))
 
 
-def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with the segmentation head (``sem_seg_head.*``) at ``SOLVER.HEAD_LR_MULTIPLIER``x lr."""
-    multiplier = cfg.SOLVER.HEAD_LR_MULTIPLIER
+def head_lr_factor(multiplier: float) -> Callable[[str], float]:
+    """``lr_factor_func`` of detectron2's ``get_default_optimizer_params``: the segmentation
+    head's parameters (``sem_seg_head.*``) at ``multiplier`` times the base learning rate (the
+    YAML's ``SOLVER.HEAD_LR_MULTIPLIER``; a LazyConfig optimizer calls it directly)."""
 
     def lr_factor(name: str) -> float:
         return multiplier if name.startswith("sem_seg_head.") else 1.0
 
+    return lr_factor
+
+
+def build_semseg_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the segmentation head (``sem_seg_head.*``) at ``SOLVER.HEAD_LR_MULTIPLIER``x lr."""
+    lr_factor = head_lr_factor(cfg.SOLVER.HEAD_LR_MULTIPLIER)
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,

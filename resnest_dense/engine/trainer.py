@@ -9,7 +9,7 @@ import os
 import random
 import weakref
 from collections import OrderedDict
-from typing import Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from .train_data import (
     iteration_seed,
 )
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "add_run_hooks", "create_ddp_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ class _IterationSeed:
         torch.manual_seed(seed)
 
 
+def add_run_hooks(model: torch.nn.Module, cfg: CfgNode) -> torch.nn.Module:
+    """The model hooks of a training run (every config kind): the RNG seeded per iteration when
+    ``SEED >= 0`` (exact resume) and the named non-finite loss check."""
+    if cfg.SEED >= 0:
+        model.register_forward_pre_hook(_IterationSeed(cfg.SEED))
+    if cfg.SOLVER.CHECK_FINITE_LOSS:
+        model.register_forward_hook(_finite_loss_hook)
+    return model
+
+
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with the evaluator chosen by the dataset's
     ``evaluator_type``, the segmentation recipe's loader / optimizer / LR schedule, and:
@@ -135,7 +145,7 @@ class Trainer(DefaultTrainer):
         # Set by build_train_loader for the resumable stream; resume_or_load moves it.
         self.data_sampler = getattr(data_loader, "resumable_sampler", None)
 
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = create_ddp_model(model, **self.ddp_options(cfg))
         trainer_cls = build_amp_trainer(cfg) if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
 
@@ -151,12 +161,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
-        model = super().build_model(cfg)
-        if cfg.SEED >= 0:
-            model.register_forward_pre_hook(_IterationSeed(cfg.SEED))
-        if cfg.SOLVER.CHECK_FINITE_LOSS:
-            model.register_forward_hook(_finite_loss_hook)
-        return model
+        return add_run_hooks(super().build_model(cfg), cfg)
+
+    @classmethod
+    def ddp_options(cls, cfg: CfgNode) -> Dict[str, Any]:
+        """Keyword arguments of ``DistributedDataParallel`` (detectron2's trainer's)."""
+        return {"broadcast_buffers": False}
 
     def build_hooks(self):
         """detectron2's hooks, the loss record first: written right after each step, before
@@ -257,9 +267,14 @@ class Trainer(DefaultTrainer):
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode):
+    def build_train_loader(cls, cfg: CfgNode, mapper: Optional[Callable] = None):
         """detectron2's train loader with the image checks, the corrupt-image policy and, for
-        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream."""
+        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream.
+
+        Args:
+            cfg: the run's config.
+            mapper: the dataset mapper (a LazyConfig's); default: built from ``cfg``.
+        """
         dicts = load_checked_dataset_dicts(
             cfg,
             cfg.DATASETS.TRAIN,
@@ -270,9 +285,9 @@ class Trainer(DefaultTrainer):
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        if is_semantic_segmentation(cfg):
+        if mapper is None and is_semantic_segmentation(cfg):
             mapper = build_semseg_train_mapper(cfg)
-        else:
+        elif mapper is None:
             mapper = DatasetMapper(cfg, True)
         mapper = SafeMapper(
             CheckedMapper.from_config(cfg, mapper, cfg.DATASETS.TRAIN),
@@ -302,9 +317,11 @@ class Trainer(DefaultTrainer):
         return loader
 
     @classmethod
-    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        """detectron2's test loader, each image and label checked as it is read."""
-        mapper = CheckedMapper.from_config(cfg, DatasetMapper(cfg, False), [dataset_name])
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str, mapper: Optional[Callable] = None):
+        """detectron2's test loader, each image and label checked as it is read (``mapper``
+        default: detectron2's test ``DatasetMapper`` of ``cfg``)."""
+        mapper = DatasetMapper(cfg, False) if mapper is None else mapper
+        mapper = CheckedMapper.from_config(cfg, mapper, [dataset_name])
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod

@@ -3,7 +3,9 @@
 A run directory holds ``run.json`` (what ran: task, backbone, config, dataset, kind) and, once
 evaluated, ``results.json`` (written by :func:`resnest_dense.engine.write_results`); a plain
 ``tools/train_net.py`` run without it falls back to the last evaluation scalars of
-``metrics.json``. The paper's numbers are ``paper_results.json`` next to this module.
+``metrics.json``. The paper's numbers are ``paper_results.json`` next to this module;
+``beyond_paper_results.json`` adds rows the paper has no number for (ResNeSt on detectron2's
+new-baseline recipe), whose "Paper" column is a named reference (detectron2's ResNet numbers).
 """
 
 import csv
@@ -20,6 +22,7 @@ __all__ = ["METRICS", "TOY_LABEL", "build_table", "collect", "paper_rows", "read
 logger = logging.getLogger(__name__)
 
 PAPER_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_results.json")
+BEYOND_PAPER_RESULTS = os.path.join(os.path.dirname(PAPER_RESULTS), "beyond_paper_results.json")
 
 # Paper metric name -> (detectron2 results task, key).
 METRICS = OrderedDict(
@@ -34,10 +37,15 @@ METRICS = OrderedDict(
 TOY_LABEL = "TOY smoke numbers (generated data, tiny networks, CPU): not paper reproductions"
 
 
-def paper_rows() -> List[Dict]:
-    """Rows of ``resnest_dense/model_zoo/paper_results.json``."""
+def paper_rows(beyond: bool = False) -> List[Dict]:
+    """Rows of ``resnest_dense/model_zoo/paper_results.json`` (and, with ``beyond``, those of
+    ``beyond_paper_results.json``, each with a ``reference`` naming what its metrics are)."""
     with open(PAPER_RESULTS) as f:
-        return json.load(f)["rows"]
+        rows = json.load(f)["rows"]
+    if beyond:
+        with open(BEYOND_PAPER_RESULTS) as f:
+            rows += json.load(f)["rows"]
+    return rows
 
 
 def run_id(row: Dict) -> str:
@@ -87,7 +95,7 @@ def _gain(values: Dict, key) -> Optional[float]:
 
 def build_table(runs: List[Dict]) -> List[Dict]:
     """One line per (task, backbone, metric): measured, paper, and the ResNeSt-ResNet gains."""
-    paper = {(r["task"], r["backbone"]): r for r in paper_rows()}
+    paper = {(r["task"], r["backbone"]): r for r in paper_rows(beyond=True)}
     measured = {(r["task"], r["backbone"]): r for r in runs}
     lines = []
     for key, prow in paper.items():
@@ -104,6 +112,7 @@ def build_table(runs: List[Dict]) -> List[Dict]:
                 run_kind=run.get("kind", ""), trained_backbone=run.get("smoke_backbone", key[1]),
                 measured=None if m is None else round(m, 2), paper=prow["metrics"][metric],
                 measured_gain=None, paper_gain=None, baseline=base or "",
+                reference=prow.get("reference", "paper"),
             )  # fmt: skip
             if base:
                 line["paper_gain"] = round(
@@ -132,6 +141,13 @@ def write_markdown(lines: List[Dict], path: str, toy: bool) -> None:
     for line in lines:
         out.append("| " + " | ".join(_cell(line[h]) for h in head) + " |")
     out += ["", "Gains are ResNeSt minus the ResNet row of the same depth (paper: 'baseline')."]
+    if any(line["reference"] != "paper" for line in lines):
+        out += [
+            "",
+            "Beyond the paper (tasks 'Mask R-CNN LSJ ...'): the Paper column holds detectron2's "
+            "published ResNet-FPN new-baseline number of the same depth and schedule (MODEL_ZOO.md, "
+            "trained from scratch), a reference, not a ResNeSt result.",
+        ]
     atomic_write(path, lambda f: f.write("\n".join(out) + "\n"), mode="w")
 
 

@@ -1,0 +1,15 @@
+"""DeepLabV3 OS8, ResNet-50 (PyTorch-Encoding ``resnet50s``), the PyTorch-Encoding ADE20K recipe (120 epochs): the LazyConfig
+twin of ``configs/ADE20K-SemanticSegmentation/deeplabv3_R_50_OS8_syncbn_120ep.yaml``."""
+
+from ..common.data.ade20k import dataloader
+from ..common.models.deeplabv3 import model
+from ..common.models.resnet_dilated import backbone
+from ..common.optim import SemSegSGD as optimizer
+from ..common.schedule import poly as lr_multiplier
+from ..common.train import train
+
+model.backbone = backbone
+train.init_checkpoint = "resnest://resnet50s"
+# 120 epochs x floor(20210 / 16) iterations (the reference drops the last partial batch).
+train.update(max_iter=151560, precise_bn=dict(enabled=False, num_iter=200))
+train.checkpointer.period = 12630
