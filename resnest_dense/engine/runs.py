@@ -63,14 +63,11 @@ def evaluate_weights(
         logger.warning("Evaluating %s as asked although %s", weights, report.summary())
     if cfg.TEST.FAST_INFERENCE:
         optimize_for_inference(model)
-<<<<<<< HEAD
-    results = Trainer.test(cfg, model)
+    trainer = trainer_class(cfg)
+    results = trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         # Both numbers, as detectron2's train_net reports them: bbox, ..., bbox_TTA, ...
-        results.update(Trainer.test_with_TTA(cfg, model))
-=======
-    results = trainer_class(cfg).test(cfg, model)
->>>>>>> lazyconfig
+        results.update(trainer.test_with_TTA(cfg, model))
     if comm.is_main_process():
         verify_results(cfg, results)
         write_results(cfg, results, weights=weights)
