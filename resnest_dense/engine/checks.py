@@ -40,6 +40,7 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
+from ..export.files import ExportedFileError, exported_format
 from ..model_zoo import SCHEME, ChecksumMismatchError, WeightsNotFoundError, get_entry
 from .amp import amp_dtype
 
@@ -64,6 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
+_SYNC_NORMS = _BATCH_STAT_NORMS - {"BN"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
 # Registry kinds of trained models, by the meta-architecture family they fit.
@@ -95,12 +97,26 @@ def _set(cfg: CfgNode, dotted: str, value) -> None:
     node[leaf] = value
 
 
-def adapt_norms_for_device(cfg: CfgNode, world_size: Optional[int] = None) -> List[str]:
+def adapt_norms_for_device(
+    cfg: CfgNode, world_size: Optional[int] = None, purpose: str = "train"
+) -> List[str]:
     """Replace ``SyncBN`` by ``naiveSyncBN_N`` for multi-process CPU runs (``cfg`` mutable).
+
+    For export every synchronised norm becomes ``BN``: an exported graph is eval-only, where all
+    of them are the same affine map of the running statistics (same state-dict keys), and
+    ``nn.SyncBatchNorm`` / ``NaiveSyncBatchNorm`` call ``torch.distributed``, which
+    ``torch.jit.script`` cannot compile.
 
     Returns:
         The keys that were changed (logged).
     """
+    if purpose == "export":
+        changed = [k for k in _norm_keys(cfg) if cfg_value(cfg, k) in _SYNC_NORMS]
+        for key in changed:
+            _set(cfg, key, "BN")
+        if changed:
+            logger.info("Export: eval-mode BN in place of synchronised norms for %s.", changed)
+        return changed
     world_size = comm.get_world_size() if world_size is None else world_size
     if cfg.MODEL.DEVICE != "cpu" or world_size <= 1:
         return []
@@ -253,6 +269,18 @@ def check_weights(
         return []
     if "://" in weights:
         return []
+    exported = exported_format(weights)
+    if exported and purpose in ("train", "export"):
+        return [
+            ExportedFileError(
+                f"MODEL.WEIGHTS={weights!r} is an exported {exported} model, not a PyTorch "
+                f"checkpoint: it can be evaluated (--eval-only) or run by the demos, but not "
+                f"{'trained from' if purpose == 'train' else 'exported again'}. Point "
+                "MODEL.WEIGHTS at the .pth checkpoint it was exported from."
+            )
+        ]
+    if exported:
+        return []
     if not os.path.isfile(weights):
         return [
             MissingFileError(
@@ -295,7 +323,7 @@ def validate(
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     world_size = comm.get_world_size() if world_size is None else world_size
     resolve_device(cfg)
-    adapt_norms_for_device(cfg, world_size)
+    adapt_norms_for_device(cfg, world_size, purpose)
     problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)
     if purpose == "train":

@@ -12,6 +12,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..checkpoint import Checkpointer
+from ..export import ExportedModel, check_matches_config, exported_format
 from ..utils import optimize_for_inference
 from ..utils.io import atomic_write_json
 from .trainer import Trainer
@@ -43,6 +44,16 @@ def evaluate_weights(
     :class:`~resnest_dense.checkpoint.CheckpointMismatchError` naming the keys, unless
     ``allow_random_weights``. Batch norms are folded when ``TEST.FAST_INFERENCE``.
     """
+    if exported_format(cfg.MODEL.WEIGHTS) and not resume:
+        # An exported file is the whole model: onnxruntime / TorchScript behind detectron2's
+        # model interface, evaluated by the same loader and evaluator as the PyTorch model.
+        model = ExportedModel(cfg.MODEL.WEIGHTS)
+        check_matches_config(model.metadata, cfg, cfg.MODEL.WEIGHTS)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+            write_results(cfg, results, weights=cfg.MODEL.WEIGHTS)
+        return results
     model = Trainer.build_model(cfg)
     checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
     weights = cfg.MODEL.WEIGHTS
