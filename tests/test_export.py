@@ -23,6 +23,7 @@ from detectron2.modeling import build_model
 from demo_helpers import write_image
 from detection_helpers import CONFIGS, RESNEST_CONFIGS, TINY, load_tool, train_net_args
 from resnest_dense import get_resnest_cfg
+from resnest_dense.data.toy_sem_seg import register_toy_sem_seg
 from resnest_dense.engine import build_predictor, load_config
 from resnest_dense.export import (
     ExportedFileError,
@@ -45,6 +46,7 @@ EXPORTS += [(family, "torchscript", "scripting") for family in ("faster", "mask"
 # Original image sizes: resized by the test resize (short side 80, long side <= 128) to 80x120
 # and 102x80, neither the traced 96x128 -> 80x106 size.
 IMAGE_SIZES = [(80, 120), (128, 100)]
+SEMSEG_PREFIX = "toy_sem_seg_export"
 BOX_ATOL, SCORE_ATOL, MASK_IOU, PIXELS_EQUAL = 1e-3, 1e-4, 0.99, 0.999
 
 
@@ -210,6 +212,23 @@ def test_onnx_coco_evaluation_equals_pytorch(checkpoints, export_tool, train_net
         ap = results["pytorch"][task]["AP"]
         assert np.isfinite(ap) and ap > 0, (task, ap)
         assert abs(results["onnx"][task]["AP"] - ap) <= 0.1, (task, results)
+
+
+@pytest.mark.slow
+def test_onnx_sem_seg_evaluation_equals_pytorch(checkpoints, export_tool, train_net, tmp_path):
+    """The same for DeepLabV3: mIoU / pixel accuracy through onnxruntime equal PyTorch's."""
+    register_toy_sem_seg(root=str(tmp_path / "data"), prefix=SEMSEG_PREFIX, num_train=1, num_val=4)
+    extra = ("DATASETS.TRAIN", f"('{SEMSEG_PREFIX}_train',)")
+    extra += ("DATASETS.TEST", f"('{SEMSEG_PREFIX}_val',)")
+    weights, onnx_file = checkpoints["deeplabv3"], tmp_path / "model.onnx"
+    assert _export(export_tool, "deeplabv3", weights, onnx_file, "onnx", "tracing", *extra) == 0
+    results = {}
+    for name, path in (("pytorch", weights), ("onnx", str(onnx_file))):
+        opts = _opts("deeplabv3", path, *extra, "OUTPUT_DIR", str(tmp_path / name))
+        results[name] = train_net.main(train_net_args(TOY_YAML, *opts, eval_only=True))["sem_seg"]
+    assert results["pytorch"]["pACC"] > 0, results
+    for metric in ("mIoU", "pACC"):
+        assert abs(results["onnx"][metric] - results["pytorch"][metric]) <= 0.1, results
 
 
 @pytest.mark.slow
