@@ -216,7 +216,8 @@ def test_onnx_coco_evaluation_equals_pytorch(checkpoints, export_tool, train_net
 
 @pytest.mark.slow
 def test_onnx_sem_seg_evaluation_equals_pytorch(checkpoints, export_tool, train_net, tmp_path):
-    """The same for DeepLabV3: mIoU / pixel accuracy through onnxruntime equal PyTorch's."""
+    """The same for DeepLabV3: mIoU / pixel accuracy through onnxruntime equal PyTorch's; and
+    tools/demo_semseg.py runs the file."""
     register_toy_sem_seg(root=str(tmp_path / "data"), prefix=SEMSEG_PREFIX, num_train=1, num_val=4)
     extra = ("DATASETS.TRAIN", f"('{SEMSEG_PREFIX}_train',)")
     extra += ("DATASETS.TEST", f"('{SEMSEG_PREFIX}_val',)")
@@ -229,6 +230,12 @@ def test_onnx_sem_seg_evaluation_equals_pytorch(checkpoints, export_tool, train_
     assert results["pytorch"]["pACC"] > 0, results
     for metric in ("mIoU", "pACC"):
         assert abs(results["onnx"][metric] - results["pytorch"][metric]) <= 0.1, results
+    # tools/demo_semseg.py runs the same file.
+    write_image(tmp_path / "in" / "a.png", 70, 90, seed=2)
+    argv = ["--config-file", TOY_YAML, "--input", str(tmp_path / "in"), "--output"]
+    argv += [str(tmp_path / "demo"), "--opts"] + _opts("deeplabv3", str(onnx_file))
+    assert load_tool("demo_semseg").main(argv) == 0
+    assert os.path.isfile(tmp_path / "demo" / "a_mask.png")
 
 
 @pytest.mark.slow
