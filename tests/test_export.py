@@ -46,6 +46,7 @@ EXPORTS += [(family, "torchscript", "scripting") for family in ("faster", "mask"
 # Original image sizes: resized by the test resize (short side 80, long side <= 128) to 80x120
 # and 102x80, neither the traced 96x128 -> 80x106 size.
 IMAGE_SIZES = [(80, 120), (128, 100)]
+FAR_SIZES = [(32, 32), (33, 47), (256, 384)]
 SEMSEG_PREFIX = "toy_sem_seg_export"
 BOX_ATOL, SCORE_ATOL, MASK_IOU, PIXELS_EQUAL = 1e-3, 1e-4, 0.99, 0.999
 
@@ -165,6 +166,12 @@ def test_exported_model_matches_pytorch(
     pytorch = _pytorch_predictor(family, checkpoints[family])
     for image in _images():
         assert_same_predictions(exported(image), pytorch(image))
+    # Sizes far from the traced one, past the test resize: tiny, not a multiple of the
+    # stride, larger than the config's test size.
+    for h, w in FAR_SIZES:
+        inputs = [{"image": torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255}]
+        with torch.no_grad():
+            assert_same_predictions(exported.model(inputs)[0], pytorch.model(inputs)[0])
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList
 from torch import nn
 
-from ..config import is_semantic_segmentation
+from ..config import cfg_value, class_count_keys, is_semantic_segmentation
 from ..errors import StartupError
 from ..modeling.meta_arch import MultiScaleSemanticSegmentor
 from .files import EXPORT_FORMATS, onnx_bytes_of, write_onnx, write_torchscript
@@ -233,14 +233,11 @@ def _metadata(
     class_metadata: Optional[Mapping[str, Any]],
 ) -> Dict[str, Any]:
     family = SEMANTIC_SEGMENTATION if is_semantic_segmentation(cfg) else DETECTION
-    names_key = "stuff_classes" if family == SEMANTIC_SEGMENTATION else "thing_classes"
+    # The number of classes and the metadata field of their names (thing_ / stuff_classes).
+    count_key, names_key = class_count_keys(cfg)[0]
+    num_classes = cfg_value(cfg, count_key)
     colours_key = names_key.replace("classes", "colors")
     meta = dict(class_metadata or {})
-    num_classes = (
-        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        if family == SEMANTIC_SEGMENTATION
-        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    )
     return {
         "version": 1,
         "family": family,

@@ -26,7 +26,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from ..config import is_semantic_segmentation
+from ..config import cfg_value, class_count_keys, is_semantic_segmentation
 from .files import ExportedFileError, read_metadata
 
 __all__ = [
@@ -205,16 +205,8 @@ def check_matches_config(metadata: Dict[str, Any], cfg, path: str) -> None:
         ExportedFileError: another model family or number of classes (both named).
     """
     family = SEMANTIC_SEGMENTATION if is_semantic_segmentation(cfg) else DETECTION
-    key = (
-        "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
-        if family == SEMANTIC_SEGMENTATION
-        else ("MODEL.ROI_HEADS.NUM_CLASSES")
-    )
-    num_classes = (
-        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        if family == SEMANTIC_SEGMENTATION
-        else (cfg.MODEL.ROI_HEADS.NUM_CLASSES)
-    )
+    key, _ = class_count_keys(cfg)[0]
+    num_classes = cfg_value(cfg, key)
     if metadata["family"] != family or metadata["num_classes"] != num_classes:
         raise ExportedFileError(
             f"MODEL.WEIGHTS={path!r} is an exported {metadata['meta_architecture']} "
