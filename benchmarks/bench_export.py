@@ -51,6 +51,13 @@ def _median_time(fn, repeats: int) -> float:
 def mask_rcnn_case():
     cfg = bench_detector.load_cfg("mask S50-FPN", BN_OPTS)
     model = bench_detector.build_for_inference("mask S50-FPN", BN_OPTS)
+    # build_for_inference gives every proposal the same class score; which 100 of 1000 tied
+    # detections are kept is then arbitrary and differs between runtimes. Small random class
+    # weights break the ties (scores stay ~0.65: the same workload) so outputs can be compared.
+    cls_score = model.roi_heads.box_predictor.cls_score
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        cls_score.weight.copy_(torch.randn(cls_score.weight.shape, generator=g) * 1e-3)
     return "Mask R-CNN S50-FPN", cfg, model, (800, 1216)
 
 
@@ -73,16 +80,13 @@ def compare(got: dict, want: dict) -> str:
     got, want = got["instances"], want["instances"]
     if len(got) != len(want):
         return f"{len(got)} vs {len(want)} detections"
-
-    # The workload of build_for_inference gives every detection the same score, so the order
-    # of tied detections is arbitrary: compare them as sets (boxes sorted by coordinates).
-    def rows(instances):
-        table = torch.cat([instances.pred_boxes.tensor, instances.scores[:, None]], 1).numpy()
-        return table[np.lexsort(table.T[::-1])]
-
-    a, b = rows(got), rows(want)
-    boxes, scores = np.abs(a[:, :4] - b[:, :4]).max(), np.abs(a[:, 4] - b[:, 4]).max()
-    return f"{len(got)} detections, boxes {boxes:.1e} px, scores {scores:.1e} (as sets)"
+    boxes = (got.pred_boxes.tensor - want.pred_boxes.tensor).abs().max()
+    scores = (got.scores - want.scores).abs().max()
+    masks = (got.pred_masks == want.pred_masks).double().mean()
+    return (
+        f"{len(got)} detections, boxes {boxes:.1e} px, scores {scores:.1e}, "
+        f"mask pixels equal {100 * masks:.3f}%"
+    )
 
 
 def run_case(case, threads: int, repeats: int, workdir: str) -> dict:
