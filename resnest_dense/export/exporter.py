@@ -59,8 +59,8 @@ EXPORT_METHODS = ("tracing", "scripting")
 # (format, method) pairs that exist: ONNX is produced by tracing only (torch.onnx.export of a
 # ScriptModule is not supported by the exporter that handles detectron2's graphs).
 SUPPORTED = (("torchscript", "tracing"), ("torchscript", "scripting"), ("onnx", "tracing"))
-# The legacy TorchScript-based exporter (dynamo=False, as detectron2 uses) at the lowest opset
-# that has every op of these graphs in its current form (e.g. ``Resize`` with ``cubic`` modes).
+# The legacy TorchScript-based exporter (dynamo=False, as detectron2 uses), at the opset every
+# test here ran with (detectron2's STABLE_ONNX_OPSET_VERSION, 11, dates from older torch).
 ONNX_OPSET = 17
 # Instances fields a scripted R-CNN handles (detectron2's export_model.py list, no keypoints).
 _SCRIPTED_FIELDS = {
