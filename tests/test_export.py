@@ -37,6 +37,12 @@ from segmentation_helpers import TOY_YAML
 
 FAMILIES = {k: os.path.join(CONFIGS, v) for k, v in RESNEST_CONFIGS.items()}
 FAMILIES["deeplabv3"] = TOY_YAML
+# The ResNet-50 baseline (detectron2's own ResNet), narrowed to test size.
+FAMILIES["mask_R50"] = os.path.join(
+    CONFIGS, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_syncbn_1x.yaml"
+)
+R50_NARROW = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.WIDTH_PER_GROUP", "8"]
+R50_NARROW += ["MODEL.RESNETS.RES2_OUT_CHANNELS", "32", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16"]
 # ONNX (tracing) for every family. TorchScript tracing runs the same traced graph as ONNX, so
 # it is checked on one detector and DeepLabV3; scripting on every family that scripts
 # (detectron2's cascade heads do not), Faster R-CNN standing for the R-CNNs without masks.
@@ -56,7 +62,7 @@ def _opts(family: str, weights: str = "", *extra) -> list:
         base = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 80, "INPUT.MAX_SIZE_TEST", 128]
         base += ["DATASETS.TEST", "()"]
     else:
-        base = list(TINY)
+        base = list(TINY) + (R50_NARROW if family == "mask_R50" else [])
     return [o if isinstance(o, str) else str(o) for o in base] + [
         "MODEL.WEIGHTS",
         weights,
