@@ -104,6 +104,12 @@ TOOLS = {
         ),
         "eval",
     ),
+    "export_model": (
+        lambda: load_tool("deploy/export_model").main(
+            ["--config-file", CONFIG, "--output", "m.onnx", "MODEL.DEVICE", "cpu"]
+        ),
+        "export",
+    ),
     "reproduce --smoke": (
         lambda: load_tool("reproduce").main(["--smoke", "--only", "mask_rcnn_ResNeSt_50"]),
         "train",

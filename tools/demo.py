@@ -26,6 +26,10 @@ The tool refuses to run on a randomly initialised detector (no ``MODEL.WEIGHTS``
 file, or ImageNet backbone-only weights) unless ``--allow-random-weights`` is given: such a model
 detects nothing, which is the most common "0 instances detected" report. Semantic segmentation
 has its own demo, ``tools/demo_semseg.py``.
+
+``MODEL.WEIGHTS`` may be a file written by ``tools/deploy/export_model.py`` (``model.onnx`` /
+``model.ts``): the demo then runs it in onnxruntime / TorchScript, labelled with the class names
+stored in it (``--confidence-threshold`` below the exported threshold cannot add detections).
 """
 
 import argparse

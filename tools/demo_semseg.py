@@ -21,6 +21,8 @@ Class names and colours come from the checkpoint (stored by ``tools/train_net.py
 
 A video gives ``NAME_overlay.mp4`` and ``NAME_mask.mp4``. The model must have trained weights:
 with an empty or missing ``MODEL.WEIGHTS`` the demo stops, unless ``--allow-random-weights``.
+``MODEL.WEIGHTS`` may also be an exported ``model.onnx`` / ``model.ts``
+(``tools/deploy/export_model.py``), run in onnxruntime / TorchScript.
 
 Example:
     python tools/demo_semseg.py \\

@@ -13,7 +13,9 @@ Examples::
 After evaluation, ``<OUTPUT_DIR>/results.json`` holds the results (read by tools/reproduce.py);
 TensorBoard events and metrics.json come from detectron2's writers. ``--eval-only`` loads the
 weights strictly (``--allow-random-weights`` to evaluate anyway) and folds batch norms for speed
-(exact) unless ``TEST.FAST_INFERENCE False``.
+(exact) unless ``TEST.FAST_INFERENCE False``. ``MODEL.WEIGHTS`` may also name a file written by
+``tools/deploy/export_model.py`` (``.onnx`` / ``.ts``): ``--eval-only`` then evaluates it in
+onnxruntime / TorchScript on the same data (docs/deployment.md).
 """
 
 from resnest_dense.engine import argument_parser, evaluate_weights, setup, train

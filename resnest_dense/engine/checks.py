@@ -27,7 +27,7 @@ Run-time guards: :class:`SafeMapper` (an unreadable image fails naming the file,
 
 import logging
 import os
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.distributed as dist
@@ -41,6 +41,7 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
+from ..export.files import ExportedFileError, exported_format
 from ..model_zoo import (
     SCHEME,
     ChecksumMismatchError,
@@ -73,6 +74,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
+_SYNC_NORMS = _BATCH_STAT_NORMS - {"BN"}
 # What a tool does with the config: train; evaluate / run a demo / export a trained model.
 PURPOSES = ("train", "eval", "demo", "export")
 # Registry kinds of trained models, by the model family they fit (:func:`_model_family`); a
@@ -112,32 +114,52 @@ def _norm_paths(node, prefix: Tuple = ()) -> Iterator[Tuple]:
             yield from _norm_paths(value, prefix + (key,))
 
 
+def _replace_norms(cfg, old: Set[str], new: str) -> List[str]:
+    """Set every norm name of ``cfg`` that is in ``old`` to ``new``; returns their dotted keys."""
+    changed = []
+    for path in _norm_paths(cfg):
+        node = cfg
+        for part in path[:-1]:
+            node = node[part]
+        if node[path[-1]] in old:
+            node[path[-1]] = new
+            changed.append(".".join(str(p) for p in path))
+    return changed
+
+
 def adapt_norms_for_device(
-    cfg, world_size: Optional[int] = None, device: Optional[str] = None
+    cfg,
+    world_size: Optional[int] = None,
+    device: Optional[str] = None,
+    purpose: str = "train",
 ) -> List[str]:
     """Replace ``SyncBN`` by ``naiveSyncBN_N`` for multi-process CPU runs (``cfg`` mutable).
+
+    For export every synchronised norm becomes ``BN``: an exported graph is eval-only, where all
+    of them are the same affine map of the running statistics (same state-dict keys), and
+    ``nn.SyncBatchNorm`` / ``NaiveSyncBatchNorm`` call ``torch.distributed``, which
+    ``torch.jit.script`` cannot compile.
 
     Args:
         cfg: a YAML config, or a LazyConfig's ``model`` (its ``norm`` / ``conv_norm``
             arguments are replaced).
         world_size: number of processes (default: detectron2's ``comm``).
         device: the run's device (default ``cfg.MODEL.DEVICE``).
+        purpose: what the config is for (:data:`PURPOSES`).
 
     Returns:
         The keys that were changed (logged).
     """
+    if purpose == "export":
+        changed = _replace_norms(cfg, _SYNC_NORMS, "BN")
+        if changed:
+            logger.info("Export: eval-mode BN in place of synchronised norms for %s.", changed)
+        return changed
     world_size = comm.get_world_size() if world_size is None else world_size
     device = cfg.MODEL.DEVICE if device is None else device
     if device != "cpu" or world_size <= 1:
         return []
-    changed = []
-    for path in _norm_paths(cfg):
-        node = cfg
-        for part in path[:-1]:
-            node = node[part]
-        if node[path[-1]] == "SyncBN":
-            node[path[-1]] = "naiveSyncBN_N"
-            changed.append(".".join(str(p) for p in path))
+    changed = _replace_norms(cfg, {"SyncBN"}, "naiveSyncBN_N")
     if changed:
         logger.warning(
             "CPU with %d processes: nn.SyncBatchNorm has no gloo implementation; using "
@@ -351,6 +373,18 @@ def check_weights(
         return []
     if "://" in weights:
         return []
+    exported = exported_format(weights)
+    if exported and purpose in ("train", "export"):
+        return [
+            ExportedFileError(
+                f"MODEL.WEIGHTS={weights!r} is an exported {exported} model, not a PyTorch "
+                f"checkpoint: it can be evaluated (--eval-only) or run by the demos, but not "
+                f"{'trained from' if purpose == 'train' else 'exported again'}. Point "
+                "MODEL.WEIGHTS at the .pth checkpoint it was exported from."
+            )
+        ]
+    if exported:
+        return []
     if not os.path.isfile(weights):
         return [
             MissingFileError(
@@ -393,7 +427,7 @@ def validate(
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     world_size = comm.get_world_size() if world_size is None else world_size
     resolve_device(cfg)
-    adapt_norms_for_device(cfg, world_size)
+    adapt_norms_for_device(cfg, world_size, purpose=purpose)
     use_registry_for_weights_url(cfg)
     problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
     problems += check_weights(cfg, purpose, allow_random_weights)

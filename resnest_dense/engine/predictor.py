@@ -1,5 +1,7 @@
 """The predictor of both demos: detectron2's ``DefaultPredictor`` with strictly loaded weights,
-the class names stored with them, and the inference fast path."""
+the class names stored with them, and the inference fast path; or, when ``MODEL.WEIGHTS`` is a
+file written by ``tools/deploy/export_model.py``, the same interface on onnxruntime /
+TorchScript (:class:`resnest_dense.export.ExportedPredictor`)."""
 
 import logging
 
@@ -7,6 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import DefaultPredictor
 
 from ..checkpoint import Checkpointer
+from ..export import ExportedPredictor, check_matches_config, exported_format
 from ..utils import optimize_for_inference
 from .class_names import CHECKPOINT_KEY, class_metadata
 
@@ -17,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> DefaultPredictor:
     """A ``DefaultPredictor`` for ``cfg`` whose ``MODEL.WEIGHTS`` must cover the whole model.
+
+    With an exported file as ``MODEL.WEIGHTS`` it is an :class:`ExportedPredictor` (class names
+    from the file; detections below ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` dropped).
 
     Its ``metadata`` holds the class names the predictions are labelled with: those stored in
     the checkpoint by the trainer, else those of ``DATASETS.TEST[0]``, else ``class N``
@@ -29,7 +35,14 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
     Raises:
         CheckpointMismatchError: the weights do not fit the model (keys named).
         CheckpointReadError: the file cannot be read.
+        ExportedFileError: an exported file made from another config (family, classes).
     """
+    if exported_format(cfg.MODEL.WEIGHTS):
+        predictor = ExportedPredictor(
+            cfg.MODEL.WEIGHTS, score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+        )
+        check_matches_config(predictor.model.metadata, cfg, cfg.MODEL.WEIGHTS)
+        return predictor
     unloaded = cfg.clone()
     unloaded.defrost()
     unloaded.MODEL.WEIGHTS = ""  # loaded below, strictly

@@ -14,6 +14,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..checkpoint import Checkpointer
+from ..export import ExportedModel, check_matches_config, exported_format
 from ..utils import optimize_for_inference
 from ..utils.io import atomic_write_json
 from .lazy import LazyTrainer, is_lazy_run
@@ -53,6 +54,16 @@ def evaluate_weights(
     ``TEST.AUG.ENABLED`` the detector is evaluated a second time with test-time augmentation
     (:meth:`Trainer.test_with_TTA`) and the ``*_TTA`` results are added.
     """
+    if exported_format(cfg.MODEL.WEIGHTS) and not resume:
+        # An exported file is the whole model: onnxruntime / TorchScript behind detectron2's
+        # model interface, evaluated by the same loader and evaluator as the PyTorch model.
+        model = ExportedModel(cfg.MODEL.WEIGHTS)
+        check_matches_config(model.metadata, cfg, cfg.MODEL.WEIGHTS)
+        results = trainer_class(cfg).test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+            write_results(cfg, results, weights=cfg.MODEL.WEIGHTS)
+        return results
     model = trainer_class(cfg).build_model(cfg)
     checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
     weights = cfg.MODEL.WEIGHTS
