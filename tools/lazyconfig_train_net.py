@@ -20,7 +20,7 @@ Overrides are ``dotted.key=value`` and must name existing keys (``train.max_iter
 ``<train.output_dir>/results.json`` holds the evaluation results. See docs/configs.md.
 """
 
-from resnest_dense.engine import argument_parser, evaluate_weights, setup, train
+from resnest_dense.engine import argument_parser, run_from_args
 from resnest_dense.engine.launch import launch_from_args
 
 EPILOG = """LazyConfig overrides: trailing dotted.key=value pairs, e.g.
@@ -29,12 +29,7 @@ The same engine as tools/train_net.py (which takes YAML configs and KEY VALUE op
 
 
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        return evaluate_weights(
-            cfg, resume=args.resume, allow_random_weights=args.allow_random_weights
-        )
-    return train(cfg, resume=args.resume)
+    return run_from_args(args)
 
 
 def invoke_main() -> None:

@@ -18,17 +18,12 @@ weights strictly (``--allow-random-weights`` to evaluate anyway) and folds batch
 onnxruntime / TorchScript on the same data (docs/deployment.md).
 """
 
-from resnest_dense.engine import argument_parser, evaluate_weights, setup, train
+from resnest_dense.engine import argument_parser, run_from_args
 from resnest_dense.engine.launch import launch_from_args
 
 
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        return evaluate_weights(
-            cfg, resume=args.resume, allow_random_weights=args.allow_random_weights
-        )
-    return train(cfg, resume=args.resume)
+    return run_from_args(args)
 
 
 def invoke_main() -> None:

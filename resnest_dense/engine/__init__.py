@@ -19,7 +19,7 @@ from .checks import SETUP_ERRORS
 from .evaluation import build_coco_evaluator, build_evaluator, coco_eval_backend
 from .predictor import build_predictor
 from .runs import evaluate_weights, train, write_results
-from .entry import argument_parser, load_config, setup
+from .entry import argument_parser, load_config, run_from_args, setup
 from .lazy import LazyTrainer
 from .trainer import Trainer
 
@@ -35,6 +35,7 @@ __all__ = [
     "coco_eval_backend",
     "evaluate_weights",
     "load_config",
+    "run_from_args",
     "setup",
     "train",
     "write_results",

@@ -29,8 +29,9 @@ from ..data.sem_seg_format import register_sem_seg_format_datasets
 from ..errors import StartupError
 from .checks import validate
 from .lazy import in_lazy_terms, is_lazy_run, lazy_run_config, sync_to_lazy
+from .runs import evaluate_weights, train
 
-__all__ = ["argument_parser", "load_config", "setup"]
+__all__ = ["argument_parser", "load_config", "run_from_args", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +151,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
             "evaluating" if eval_only else "training",
         )
     return cfg
+
+
+def run_from_args(args: argparse.Namespace):
+    """One process of ``tools/train_net.py`` / ``tools/lazyconfig_train_net.py``: set up, then
+    evaluate (``--eval-only``) or train; returns the evaluation results."""
+    cfg = setup(args)
+    if args.eval_only:
+        return evaluate_weights(
+            cfg, resume=args.resume, allow_random_weights=args.allow_random_weights
+        )
+    return train(cfg, resume=args.resume)
