@@ -2,7 +2,11 @@
 
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import time
+from typing import List
 
 from detectron2.data import DatasetCatalog
 
@@ -68,3 +72,32 @@ def train_net_args(
     argv += ["--resume"] if resume else []
     argv += ["--allow-random-weights"] if allow_random else []
     return argument_parser().parse_args(argv + [str(o) for o in opts])
+
+
+def run_tool_killed_after_checkpoint(
+    tool_argv: List[str], toy_root: str, out, iteration: int = 3, timeout: float = 180
+) -> None:
+    """Run ``tools/<tool_argv[0]>`` with the given arguments in a subprocess (the test toy set
+    registered under ``toy_root``) and SIGKILL it right after ``out/last_checkpoint`` names the
+    checkpoint of ``iteration`` (so inside the next iteration)."""
+    argv = [os.path.join(REPO, "tools", tool_argv[0])] + [str(a) for a in tool_argv[1:]]
+    code = (
+        f"import sys, runpy; sys.path.insert(0, {os.path.join(REPO, 'tests')!r}); "
+        f"import detection_helpers; detection_helpers.register_test_toy_set({toy_root!r}); "
+        f"sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + timeout
+    marker = os.path.join(str(out), "last_checkpoint")
+    wanted = f"model_{iteration:07d}.pth"
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(marker) and open(marker).read() == wanted:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -10,10 +10,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import numpy as np
@@ -29,6 +25,7 @@ from detection_helpers import (
     TINY,
     TOY_PREFIX,
     register_test_toy_set,
+    run_tool_killed_after_checkpoint,
     train_net_args,
 )
 from resnest_dense.engine.checks import StartupError
@@ -70,27 +67,13 @@ def test_sigkill_then_resume_reproduces_losses(train_net, toy_root, tmp_path):
     # The same run in a subprocess, killed with SIGKILL right after its checkpoint of
     # iteration 3 (so inside iteration 4).
     out = tmp_path / "killed"
-    argv = [os.path.join(REPO, "tools", "train_net.py"), "--config-file"]
-    argv += [os.path.join(REPO, "configs", CONFIG)] + [str(o) for o in [*opts, "OUTPUT_DIR", out]]
-    code = (
-        f"import sys, runpy; sys.path.insert(0, {os.path.join(REPO, 'tests')!r}); "
-        f"import detection_helpers; detection_helpers.register_test_toy_set({toy_root!r}); "
-        f"sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    run_tool_killed_after_checkpoint(
+        ["train_net.py", "--config-file", os.path.join(REPO, "configs", CONFIG), *opts]
+        + ["OUTPUT_DIR", out],
+        toy_root,
+        out,
+        timeout=120,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 120
-    marker = out / "last_checkpoint"
-    while time.time() < deadline and proc.poll() is None:
-        if marker.is_file() and marker.read_text() == "model_0000003.pth":
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
     assert "model_final.pth" not in _checkpoints_are_complete(out)
 
     # A partial write (as a kill during a save leaves it) is removed; --resume continues at

@@ -10,10 +10,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -25,6 +23,7 @@ from detection_helpers import (
     TOY_PREFIX,
     load_tool,
     register_test_toy_set,
+    run_tool_killed_after_checkpoint,
     train_net_args,
 )
 from resnest_dense.engine import argument_parser, load_config
@@ -225,25 +224,9 @@ def test_lazy_sigkill_then_resume_reproduces_losses(lazy_tool, toy_root, tmp_pat
     # The same run in a subprocess, killed right after its checkpoint of iteration 3.
     out = tmp_path / "killed"
     overrides = [*TINY_LAZY, *no_eval, *_schedule(6, 2, out)]
-    argv = [os.path.join(REPO, "tools", "lazyconfig_train_net.py"), "--config-file", LAZY_TOY]
-    code = (
-        f"import sys, runpy; sys.path.insert(0, {os.path.join(REPO, 'tests')!r}); "
-        f"import detection_helpers; detection_helpers.register_test_toy_set({toy_root!r}); "
-        f"sys.argv = {argv + overrides!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    run_tool_killed_after_checkpoint(
+        ["lazyconfig_train_net.py", "--config-file", LAZY_TOY, *overrides], toy_root, out
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 180
-    marker = out / "last_checkpoint"
-    while time.time() < deadline and proc.poll() is None:
-        if marker.is_file() and marker.read_text() == "model_0000003.pth":
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
     assert not (out / "model_final.pth").exists()
 
     lazy_tool.main(lazy_args(*overrides, resume=True))
