@@ -19,7 +19,7 @@ from detectron2.modeling import build_backbone
 
 from detection_helpers import CONFIGS, RESNEST_CONFIGS, TINY, train_net_args
 from resnest_dense import add_resnest_config
-from resnest_dense.engine import Trainer, load_config
+from resnest_dense.engine import Trainer, load_config, setup
 from resnest_dense.engine.amp import AutocastTrainer, amp_dtype
 from resnest_dense.engine import StartupError
 from resnest_dense.modeling.backbone.variants import variant_opts
@@ -136,7 +136,7 @@ def test_train_net_with_amp(train_net, tmp_path, precision):
     ckpt = torch.load(tmp_path / "amp" / "model_final.pth", weights_only=False)
     scaler_state = ckpt["trainer"]["_trainer"]["grad_scaler"]
     assert ("scale" in scaler_state) == (precision == "float16")  # a disabled scaler saves {}
-    cfg = train_net.setup(
+    cfg = setup(
         train_net_args(
             config, *TINY, "OUTPUT_DIR", tmp_path / "amp", *amp, "SOLVER.MAX_ITER", 4, resume=True
         )

@@ -9,7 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 
 from detection_helpers import CONFIGS, TOY_PREFIX, train_net_args
-from resnest_dense.engine import Trainer, load_config
+from resnest_dense.engine import Trainer, load_config, setup
 from resnest_dense.layers import SplitAttentionConv2d
 
 ALL_CONFIGS = sorted(
@@ -56,7 +56,7 @@ def test_all_families_present():
 )
 def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
     args = train_net_args(config, *toy_data(config), "OUTPUT_DIR", tmp_path, "MODEL.DEVICE", "meta")
-    cfg = train_net.setup(args)
+    cfg = setup(args)
     assert cfg.is_frozen() and os.path.isfile(tmp_path / "config.yaml")
     # Full size on the meta device: every layer is built, no memory is allocated.
     with torch.device("meta"):

@@ -26,7 +26,7 @@ from detection_helpers import (
     train_net_args,
 )
 from resnest_dense.data.validation import DataCheckError
-from resnest_dense.engine import Trainer, load_config
+from resnest_dense.engine import Trainer, load_config, setup
 
 pytestmark = pytest.mark.usefixtures("toy_set")  # conftest.py
 
@@ -68,7 +68,7 @@ def test_train_eval_resume(family, train_net, tmp_path):
     assert json.load(open(ev / "results.json"))["weights"] == weights
 
     # --resume continues from the last checkpoint (iteration 3 of 3 -> starts at 3).
-    cfg = train_net.setup(
+    cfg = setup(
         train_net_args(config, *TINY, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", 5, resume=True)
     )
     trainer = Trainer(cfg)
