@@ -1,6 +1,7 @@
 """Checkpoints are written atomically: a failed write leaves the previous state intact."""
 
 import os
+import stat
 
 import pytest
 import torch
@@ -48,3 +49,15 @@ def test_interrupted_write_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")]
     loaded = Checkpointer(torch.nn.Linear(3, 2), save_dir=str(tmp_path))
     assert loaded.resume_or_load("", resume=True)["iteration"] == 4
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path, umask):
+    from resnest_dense.utils.io import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_json(str(tmp_path / "results.json"), {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask

@@ -3,7 +3,9 @@
 The file is written to a temporary name in the target's directory, optionally checked, flushed
 to disk and renamed over the target (atomic on POSIX file systems). A run killed at any moment
 leaves either the old file or the new one, plus at most a ``.tmp_*`` file that
-:func:`remove_partial_writes` cleans up.
+:func:`remove_partial_writes` cleans up. The file gets the permissions an ordinary ``open``
+would give it (``0o666`` minus the process umask), not ``mkstemp``'s owner-only ``0o600``, so
+checkpoints and results stay readable by a cluster's other users as detectron2's are.
 """
 
 import json
@@ -17,6 +19,14 @@ __all__ = ["TMP_PREFIX", "atomic_write", "atomic_write_json", "remove_partial_wr
 logger = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp_"
+
+
+def _file_mode() -> int:
+    """``0o666`` minus the umask: what ``open(path, "w")`` creates (the umask is read by
+    setting it, so it is set straight back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(
@@ -47,6 +57,7 @@ def atomic_write(
             os.fsync(f.fileno())
         if verify is not None:
             verify(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
