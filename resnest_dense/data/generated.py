@@ -4,17 +4,24 @@ A reader never sees a half-written set, and two processes generating the same se
 safe: the first rename wins and the other copy is discarded.
 """
 
+import argparse
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["SHAPE_VERTICES", "generate_dataset_dir", "ensure_dataset_dir", "shape_polygon"]
+__all__ = [
+    "SHAPE_VERTICES",
+    "generate_dataset_dir",
+    "generator_main",
+    "ensure_dataset_dir",
+    "shape_polygon",
+]
 
 # Vertices of the toy shapes; a 32-gon stands for a circle.
 SHAPE_VERTICES = {"circle": 32, "square": 4, "triangle": 3}
@@ -65,3 +72,32 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np
     """Vertices (N, 2) of a toy shape of circumradius ``r`` centred at (cx, cy), rotated."""
     t = angle + np.arange(SHAPE_VERTICES[kind]) * 2 * math.pi / SHAPE_VERTICES[kind]
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+
+
+def generator_main(
+    what: str,
+    generate: Callable[..., str],
+    splits: Dict[str, int],
+    argv: Optional[List[str]] = None,
+) -> str:
+    """The command line of a generated set (``python -m resnest_dense.data.toy_* --out DIR``):
+    ``--out`` (must not exist), ``--num-train``, ``--num-val``, ``--seed``; returns the folder.
+
+    Args:
+        what: the set's name in the help and the log, e.g. ``"toy COCO set"``.
+        generate: ``generate(out, num_train, num_val, seed)``.
+        splits: default ``{"train": n, "val": m}``.
+        argv: arguments (default ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(description=f"Write the {what}.")
+    parser.add_argument("--out", required=True, help="output directory (must not exist)")
+    parser.add_argument("--num-train", type=int, default=splits["train"])
+    parser.add_argument("--num-val", type=int, default=splits["val"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if os.path.exists(args.out):
+        parser.error(f"--out {args.out} already exists; remove it or choose another directory")
+    logging.basicConfig(level=logging.INFO)
+    out = generate(args.out, args.num_train, args.num_val, args.seed)
+    logger.info("Wrote the %s to %s", what, out)
+    return out

@@ -10,7 +10,6 @@ registered names ``toy_coco_train`` / ``toy_coco_val`` generate it under
 ``$DETECTRON2_DATASETS/toy_coco`` (default ``./datasets/toy_coco``) on first use.
 """
 
-import argparse
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
+from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main, shape_polygon
 
 __all__ = [
     "TOY_CLASSES",
@@ -235,17 +234,7 @@ def register_toy_coco(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the toy COCO set (shapes with masks).")
-    parser.add_argument("--out", required=True, help="output directory (must not exist)")
-    parser.add_argument("--num-train", type=int, default=TOY_SPLITS["train"])
-    parser.add_argument("--num-val", type=int, default=TOY_SPLITS["val"])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if os.path.exists(args.out):
-        parser.error(f"--out {args.out} already exists; remove it or choose another directory")
-    logging.basicConfig(level=logging.INFO)
-    out = generate_toy_coco(args.out, args.num_train, args.num_val, args.seed)
-    logger.info("Wrote the toy COCO set to %s", out)
+    generator_main("toy COCO set (shapes with masks)", generate_toy_coco, TOY_SPLITS, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ under ``$DETECTRON2_DATASETS/toy_panoptic`` on first use; or write it with
 ``python -m resnest_dense.data.toy_panoptic --out DIR``.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 
 from .coco_panoptic import stuff_id_map, stuff_label
 from .panoptic_ids import id_to_rgb
-from .generated import ensure_dataset_dir, generate_dataset_dir
+from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main
 from .toy_coco import (
     EMPTY_EVERY,
     TOY_CLASSES,
@@ -252,19 +251,7 @@ def register_toy_panoptic(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the toy COCO panoptic set.")
-    parser.add_argument("--out", required=True, help="output directory (must not exist)")
-    parser.add_argument("--num-train", type=int, default=TOY_PANOPTIC_SPLITS["train"])
-    parser.add_argument("--num-val", type=int, default=TOY_PANOPTIC_SPLITS["val"])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if os.path.exists(args.out):
-        parser.error(f"--out {args.out} already exists; remove it or choose another directory")
-    logging.basicConfig(level=logging.INFO)
-    logger.info(
-        "Wrote the toy panoptic set to %s",
-        generate_toy_panoptic(args.out, args.num_train, args.num_val, args.seed),
-    )
+    generator_main("toy COCO panoptic set", generate_toy_panoptic, TOY_PANOPTIC_SPLITS, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ names ``toy_sem_seg_train`` / ``toy_sem_seg_val`` generate it under
 ``$DETECTRON2_DATASETS/toy_sem_seg`` (default ``./datasets/toy_sem_seg``) on first use.
 """
 
-import argparse
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 
-from .generated import ensure_dataset_dir, generate_dataset_dir, shape_polygon
+from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main, shape_polygon
 
 __all__ = [
     "TOY_SEM_SEG_CLASSES",
@@ -155,17 +154,7 @@ def register_toy_sem_seg(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the toy semantic-segmentation set.")
-    parser.add_argument("--out", required=True, help="output directory (must not exist)")
-    parser.add_argument("--num-train", type=int, default=TOY_SEM_SEG_SPLITS["train"])
-    parser.add_argument("--num-val", type=int, default=TOY_SEM_SEG_SPLITS["val"])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if os.path.exists(args.out):
-        parser.error(f"--out {args.out} already exists; remove it or choose another directory")
-    logging.basicConfig(level=logging.INFO)
-    out = generate_toy_sem_seg(args.out, args.num_train, args.num_val, args.seed)
-    logger.info("Wrote the toy sem-seg set to %s", out)
+    generator_main("toy semantic-segmentation set", generate_toy_sem_seg, TOY_SEM_SEG_SPLITS, argv)
 
 
 if __name__ == "__main__":
