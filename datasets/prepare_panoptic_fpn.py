@@ -26,6 +26,7 @@ from PIL import Image
 
 from resnest_dense.data.coco_panoptic import stuff_id_map, stuff_label
 from resnest_dense.data.panoptic_ids import rgb_to_id
+from resnest_dense.data.registration import datasets_root
 from resnest_dense.utils.io import atomic_write
 
 logger = logging.getLogger("prepare_panoptic_fpn")
@@ -79,9 +80,7 @@ def convert_panoptic_split(
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    default_root = os.path.join(
-        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "coco"
-    )
+    default_root = os.path.join(datasets_root(), "coco")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=default_root, help="the coco folder")
     parser.add_argument("--splits", nargs="+", default=["train2017", "val2017"])

@@ -15,6 +15,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
+from .registration import datasets_root
+
 __all__ = ["ADE20K_PALETTE", "palette_for", "register_ade20k_sem_seg"]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def register_ade20k_sem_seg(root: Optional[str] = None) -> List[str]:
         The two names.
     """
     if root is None:
-        root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+        root = datasets_root()
     base = os.path.join(root, "ADEChallengeData2016")
     names = []
     for split, dirname in (("train", "training"), ("val", "validation")):

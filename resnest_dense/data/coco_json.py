@@ -19,6 +19,7 @@ from detectron2.utils.file_io import PathManager
 
 from .check_errors import DataCheckError, data_error
 from .polygons import filter_coco_ground_truth, refuse_unevaluable_ground_truth
+from .registration import is_generated
 
 __all__ = ["check_dataset_source", "validate_coco_json"]
 
@@ -293,7 +294,7 @@ def check_dataset_source(dataset_name: str, *, for_evaluation: bool = False) -> 
     json_file = meta.get("json_file")
     if json_file is None:
         return
-    if meta.get("toy_coco_generate_kwargs") and not PathManager.exists(json_file):
+    if is_generated(meta) and not PathManager.exists(json_file):
         return
     coco = validate_coco_json(json_file, dataset_name, for_evaluation=for_evaluation)
     if for_evaluation:

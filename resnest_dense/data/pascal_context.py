@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import MissingFileError, StartupError
+from .registration import datasets_root
 
 __all__ = [
     "PASCAL_CONTEXT_59",
@@ -79,7 +80,7 @@ def pascal_context_paths(root: Optional[str] = None) -> Dict[str, str]:
         ``train.txt`` / ``val.txt``).
     """
     if root is None:
-        root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+        root = datasets_root()
     voc = os.path.join(root, "VOCdevkit", "VOC2010")
     return {
         "voc2010": voc,

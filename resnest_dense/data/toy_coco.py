@@ -21,6 +21,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .registration import GENERATED_KEY, datasets_root
 from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main, shape_polygon
 
 __all__ = [
@@ -154,9 +155,7 @@ def ensure_toy_coco(root: str, **kwargs) -> str:
 
 def default_toy_coco_root() -> str:
     """``$DETECTRON2_DATASETS/toy_coco`` (default ``./datasets/toy_coco``), read now."""
-    return os.path.join(
-        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "toy_coco"
-    )
+    return os.path.join(datasets_root(), "toy_coco")
 
 
 def _set_split_metadata(name: str, root: str, split: str, generate_kwargs: Dict) -> None:
@@ -172,7 +171,7 @@ def _set_split_metadata(name: str, root: str, split: str, generate_kwargs: Dict)
         thing_classes=list(TOY_CLASSES),
         thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(TOY_CLASSES))},
         toy_coco_root=root,
-        toy_coco_generate_kwargs=generate_kwargs,
+        **{GENERATED_KEY: generate_kwargs},
     )
 
 
@@ -225,7 +224,7 @@ def register_toy_coco(
                 evaluator_type="coco",
                 thing_classes=list(TOY_CLASSES),
                 thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(TOY_CLASSES))},
-                toy_coco_generate_kwargs=generate_kwargs,
+                **{GENERATED_KEY: generate_kwargs},
             )
         else:
             _set_split_metadata(name, root, split, generate_kwargs)

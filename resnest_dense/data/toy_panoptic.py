@@ -33,6 +33,7 @@ from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 
 from .coco_panoptic import stuff_id_map, stuff_label
+from .registration import GENERATED_KEY, datasets_root
 from .panoptic_ids import id_to_rgb
 from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main
 from .toy_coco import (
@@ -187,9 +188,7 @@ def _paths(root: str, split: str) -> Dict[str, str]:
 
 
 def _default_root() -> str:
-    return os.path.join(
-        os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "toy_panoptic"
-    )
+    return os.path.join(datasets_root(), "toy_panoptic")
 
 
 def _load_split(name: str, root: Optional[str], split: str, generate_kwargs: Dict) -> List[Dict]:
@@ -212,7 +211,7 @@ def _set_metadata(name: str, generate_kwargs: Dict) -> None:
     MetadataCatalog.get(name).set(
         evaluator_type="coco_panoptic_seg",
         ignore_label=_IGNORE,
-        toy_generate_kwargs=generate_kwargs,
+        **{GENERATED_KEY: generate_kwargs},
         **toy_panoptic_metadata(),
     )
 

@@ -21,6 +21,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 
+from .registration import GENERATED_KEY, datasets_root
 from .generated import ensure_dataset_dir, generate_dataset_dir, generator_main, shape_polygon
 
 __all__ = [
@@ -134,8 +135,7 @@ def register_toy_sem_seg(
         The registered names.
     """
     if root is None:
-        datasets = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-        root = os.path.join(datasets, "toy_sem_seg")
+        root = os.path.join(datasets_root(), "toy_sem_seg")
     generate_kwargs = dict(num_train=num_train, num_val=num_val, seed=seed)
     names = []
     for split in ("train", "val"):
@@ -147,7 +147,7 @@ def register_toy_sem_seg(
             evaluator_type="sem_seg",
             stuff_classes=list(TOY_SEM_SEG_CLASSES),
             ignore_label=IGNORE_LABEL,
-            toy_generate_kwargs=generate_kwargs,  # written on first use
+            **{GENERATED_KEY: generate_kwargs},  # written on first use
         )
         names.append(name)
     return names

@@ -38,6 +38,7 @@ from omegaconf import ListConfig
 
 from ..config import is_semantic_segmentation
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
+from ..data.registration import datasets_root, is_generated
 from ..data.validation import DataCheckError, UnreadableImageTracker
 from ..data.validation import check_datasets as check_data
 from ..errors import MissingFileError, StartupError, UnregisteredDatasetError
@@ -269,7 +270,7 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 problems.append(UnregisteredDatasetError(_unregistered(key, name, registered)))
                 continue
             meta = MetadataCatalog.get(name)
-            if meta.get("toy_coco_generate_kwargs") or meta.get("toy_generate_kwargs"):
+            if is_generated(meta):
                 continue
             missing = [
                 f"{field} {meta.get(field)!r}"
@@ -277,7 +278,7 @@ def check_dataset_files(cfg: CfgNode, train: bool = True) -> List[StartupError]:
                 if meta.get(field) and not os.path.exists(meta.get(field))
             ]
             if missing:
-                root = os.getenv("DETECTRON2_DATASETS", "datasets")
+                root = datasets_root()
                 problems.append(
                     MissingFileError(
                         f"Dataset {name!r}: {' and '.join(missing)} do(es) not exist. Put the "
