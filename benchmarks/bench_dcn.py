@@ -19,7 +19,6 @@ share of ``torchvision::deform_conv2d`` (with its child operators).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -143,14 +142,7 @@ def resnest_dense_file() -> str:
 
 
 def _sub(*args) -> dict:
-    # The workers import this checkout's resnest_dense, not another installed copy.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(bench_detector.ROOT), *sys.path]))
-    proc = subprocess.run(
-        [sys.executable, __file__, *map(str, args)], capture_output=True, text=True, env=env
-    )
-    if proc.returncode:
-        sys.exit(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return bench_detector.run_worker(__file__, *args)
 
 
 def main() -> None:

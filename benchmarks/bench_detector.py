@@ -115,6 +115,25 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()  # warm-up
+    times = sorted(_timed(fn) for _ in range(repeats))
+    return times[repeats // 2]
+
+
+def run_worker(script: str, *args) -> dict:
+    """Run ``python script *args`` and return the JSON its last stdout line holds. The worker
+    imports this checkout's resnest_dense, not another installed copy."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
+    proc = subprocess.run(
+        [sys.executable, script, *map(str, args)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode:
+        sys.exit(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def gmacs(module: torch.nn.Module, h: int, w: int) -> float:
     """fvcore multiply-adds (billions) of ``module`` on one ``h`` x ``w`` image."""
     from fvcore.nn import FlopCountAnalysis
@@ -215,12 +234,7 @@ def train_worker(name: str, mode: str, part: str) -> dict:
 
 
 def _sub(*args) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, *map(str, args)], capture_output=True, text=True
-    )
-    if proc.returncode:
-        sys.exit(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, *args)
 
 
 def main() -> None:

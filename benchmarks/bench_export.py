@@ -38,16 +38,6 @@ BN_OPTS = ["MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "BN", "MODEL.ROI_BOX_HE
 BN_OPTS += ["MODEL.ROI_MASK_HEAD.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN"]
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[repeats // 2]
-
-
 def mask_rcnn_case():
     cfg = bench_detector.load_cfg("mask S50-FPN", BN_OPTS)
     model = bench_detector.build_for_inference("mask S50-FPN", BN_OPTS)
@@ -95,9 +85,9 @@ def run_case(case, threads: int, repeats: int, workdir: str) -> dict:
     inputs = [{"image": tensor, "height": h, "width": w}]
     with torch.inference_mode():
         check = compare(exported(inputs)[0], model(inputs)[0])
-        pytorch = _median_time(lambda: model(inputs), repeats)
-    onnx = _median_time(lambda: exported(inputs), repeats)
-    graph = _median_time(lambda: exported.run_graph(tensor), repeats)
+        pytorch = bench_detector.median_time(lambda: model(inputs), repeats)
+    onnx = bench_detector.median_time(lambda: exported(inputs), repeats)
+    graph = bench_detector.median_time(lambda: exported.run_graph(tensor), repeats)
     return {
         "model": name,
         "input": f"{h}x{w}",

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from bench_detector import (  # noqa: E402
     build_for_inference,
     check_fast_path,
     gmacs,
+    median_time,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,16 +55,6 @@ assert all(v in CONFIGS for v in MODELS.values())
 def input_shape(short: int) -> tuple:
     """(height, width) with the 800:1216 aspect of COCO's test resolution, width % 32 == 0."""
     return short, int(round(short * 1216 / 800 / 32)) * 32
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def power_fit(x, y) -> tuple:
@@ -94,8 +84,8 @@ def measure(label: str, sizes, repeats: int) -> dict:
         inputs = _inputs(h, w)
         x = torch.zeros(1, 3, h, w)
         with torch.inference_mode():
-            backbone = _median_time(lambda: model.backbone.bottom_up(x), repeats)
-            detector = _median_time(lambda: model(inputs), repeats)
+            backbone = median_time(lambda: model.backbone.bottom_up(x), repeats)
+            detector = median_time(lambda: model(inputs), repeats)
         rows.append(
             {
                 "short": short,
