@@ -1,9 +1,13 @@
-"""Every LazyConfig leaf under configs/lazy/ builds the same model as its YAML twin.
+"""Every LazyConfig leaf under configs/lazy/ builds the same model as its YAML twin and states
+the same recipe; every YAML leaf has a twin or a reason in ``WITHOUT_TWIN``.
 
 For each pair: the same state-dict keys and shapes, and, with the YAML model's weights loaded
 into the LazyConfig model (strictly), equal outputs on the same tiny image in eval mode (boxes,
 scores, classes and masks of the detectors with the score threshold at 0 so random weights
-still detect; the logits of DeepLabV3).
+still detect; the logits of the segmentation heads). Without building a model: the same values
+in the keys the engine reads (weights, data sets, batch, schedule length, checkpoints, norms,
+classes, PreciseBN, ...), the same train / test augmentations, optimizer parameter groups, LR
+curve and segmentation test procedure.
 """
 
 import glob
@@ -12,11 +16,17 @@ import os
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from detectron2.solver import LRMultiplier
+from torch import nn
 
 from detection_helpers import CONFIGS
-from resnest_dense.config import get_resnest_cfg
+from resnest_dense.config import get_resnest_cfg, is_semantic_segmentation
+from resnest_dense.engine.lazy import LazyTrainer, lazy_run_config
+from resnest_dense.engine.semseg import build_semseg_train_augmentations
+from resnest_dense.engine.trainer import Trainer
 
 LAZY = os.path.join(CONFIGS, "lazy")
 CPU = ["MODEL.DEVICE", "cpu"]
@@ -38,11 +48,43 @@ TWINS = [p for p in _leaves() if os.path.isfile(_yaml_twin(os.path.join(LAZY, p)
 FAST = [p for p in TWINS if "quick_schedules" in p]
 
 
+# YAML leaves that deliberately have no LazyConfig twin (configs/<dir>/<name>.yaml -> reason).
+# Empty today: every YAML recipe has a twin; a new YAML leaf needs one or a line here.
+WITHOUT_TWIN = {}
+
+
+def _yaml_leaves():
+    """Every YAML leaf under configs/ (Base-* files are fragments, not recipes)."""
+    paths = glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
+    return sorted(
+        os.path.relpath(p, CONFIGS)
+        for p in paths
+        if not os.path.basename(p).startswith("Base-") and os.path.relpath(p, LAZY).startswith("..")
+    )
+
+
 def test_every_lazy_leaf_has_a_yaml_twin_or_is_a_new_baseline():
     for leaf in _leaves():
         twin = _yaml_twin(os.path.join(LAZY, leaf))
         assert os.path.isfile(twin) or leaf.startswith("new_baselines"), (leaf, twin)
-    assert len(TWINS) >= 25, TWINS
+    assert len(TWINS) >= 46, TWINS
+
+
+def test_every_yaml_leaf_has_a_lazy_twin_or_a_reason():
+    lazy_names = {os.path.splitext(p)[0] for p in _leaves()}
+    missing = [
+        y
+        for y in _yaml_leaves()
+        if os.path.splitext(y)[0] not in lazy_names and y not in WITHOUT_TWIN
+    ]
+    assert not missing, (
+        f"YAML configs without a LazyConfig twin: {missing}. Write configs/lazy/<dir>/<name>.py "
+        "(docs/configs.md) or add the file to WITHOUT_TWIN with the reason."
+    )
+    stale = [
+        y for y in WITHOUT_TWIN if y not in _yaml_leaves() or os.path.splitext(y)[0] in lazy_names
+    ]
+    assert not stale, f"WITHOUT_TWIN lists files that are gone or now have a twin: {stale}"
 
 
 @pytest.mark.parametrize("leaf", _leaves())
@@ -146,3 +188,138 @@ def test_new_baseline_model_builds():
     )
     assert len(model.proposal_generator.rpn_head.conv) == 2
     assert all(p.requires_grad for p in model.backbone.bottom_up.stem.parameters())
+
+
+# Keys of the engine's YAML view (resnest_dense.engine.lazy.lazy_run_config) a twin must match.
+VIEW_KEYS = [
+    "MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.META_ARCHITECTURE", "MODEL.MASK_ON",
+    "MODEL.RESNETS.NORM", "MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "DATASETS.TRAIN", "DATASETS.TEST", "INPUT.FORMAT",
+    "SOLVER.IMS_PER_BATCH", "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.AMP.ENABLED",
+    "SOLVER.CHECK_FINITE_LOSS", "TEST.EVAL_PERIOD", "TEST.PRECISE_BN.ENABLED",
+    "TEST.PRECISE_BN.NUM_ITER", "TEST.FAST_INFERENCE", "SEED", "DATALOADER.NUM_WORKERS",
+    "DATALOADER.ASPECT_RATIO_GROUPING", "DATALOADER.SKIP_CORRUPT_IMAGES",
+]  # fmt: skip
+# YAML keys a LazyConfig cannot state (docs/configs.md), per twin that sets them.
+INEXPRESSIBLE = {
+    # detectron2 0.7.2's TTA wrapper cannot call PanopticFPN: the YAML evaluates without it too.
+    "COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.py": {"TEST.AUG.ENABLED"},
+}
+
+
+def _select(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return tuple(cfg) if isinstance(cfg, list) else cfg
+
+
+def _plain(value):
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _augmentations(mapper) -> list:
+    """Class and arguments of each augmentation (a config list equals a tuple); a resize to a
+    short side of 0 (``INPUT.MIN_SIZE_TEST 0``) is a no-op and left out, and a resize to one
+    short side draws it the same way in "range" and "choice" style."""
+    out = []
+    for aug in mapper.augmentations.augs:
+        args = {k: _plain(v) for k, v in vars(aug).items() if not k.startswith("_")}
+        sizes = args.get("short_edge_length")
+        if sizes == (0, 0):
+            continue
+        if sizes is not None and len(set(sizes)) == 1:
+            args.update(is_range=None, sample_style=None)
+        out.append((type(aug), args))
+    return out
+
+
+class _Parts(nn.Module):
+    """Parameters named like a model's: backbone conv and norm, a head conv with bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+        self.sem_seg_head = nn.Conv2d(4, 2, 1)
+        self.roi_heads = nn.Sequential(nn.Linear(4, 2), nn.GroupNorm(1, 2))
+
+
+def _groups(optimizer, model) -> dict:
+    """Parameter name -> (lr, weight decay, momentum, nesterov), floats to 12 digits."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    keys = ("lr", "weight_decay", "momentum", "nesterov")
+    return {
+        names[id(p)]: tuple(float(f"{g[k]:.12g}") for k in keys)
+        for g in optimizer.param_groups
+        for p in g["params"]
+    }
+
+
+def _lr_factor(scheduler, it: int) -> float:
+    if isinstance(scheduler, LRMultiplier):
+        return scheduler._multiplier(it / scheduler._max_iter)
+    scheduler.last_epoch = it  # detectron2 DeepLab's WarmupPolyLR: closed form in last_epoch
+    return scheduler.get_lr()[0] / scheduler.base_lrs[0]
+
+
+@pytest.mark.parametrize("leaf", TWINS)
+def test_lazy_leaf_states_the_recipe_of_its_yaml_twin(leaf):
+    yaml_cfg = get_resnest_cfg(_yaml_twin(os.path.join(LAZY, leaf)))
+    lazy = LazyConfig.load(os.path.join(LAZY, leaf))
+    view = lazy_run_config(lazy)
+    keys = VIEW_KEYS + (["MODEL.FPN.NORM"] if "bottom_up" in lazy.model.backbone else [])
+    if not is_semantic_segmentation(yaml_cfg):
+        # Semantic labels have no annotations to filter; the flag only matters for R-CNN data.
+        keys.append("DATALOADER.FILTER_EMPTY_ANNOTATIONS")
+    assert {k: _select(view, k) for k in keys} == {k: _select(yaml_cfg, k) for k in keys}
+    for key in ("TEST.AUG.ENABLED",):
+        if _select(yaml_cfg, key):
+            assert key in INEXPRESSIBLE.get(leaf, ()), f"{key} is set in the YAML of {leaf}"
+
+    # Data: the same augmentations, in order, and the same mapper options.
+    semseg = is_semantic_segmentation(yaml_cfg)
+    yaml_train = DatasetMapper(yaml_cfg, is_train=True)
+    if semseg:
+        yaml_train = DatasetMapper(
+            yaml_cfg, True, augmentations=build_semseg_train_augmentations(yaml_cfg)
+        )
+    lazy_train = instantiate(lazy.dataloader.train.mapper)
+    for yaml_mapper, lazy_mapper in (
+        (yaml_train, lazy_train),
+        (DatasetMapper(yaml_cfg, is_train=False), instantiate(lazy.dataloader.test.mapper)),
+    ):
+        assert _augmentations(lazy_mapper) == _augmentations(yaml_mapper)
+        # A test mapper drops the annotations, so only a training mapper's mask options count.
+        attrs = ("image_format", "is_train")
+        attrs += ("use_instance_mask", "recompute_boxes") if yaml_mapper.is_train else ()
+        for attr in attrs:
+            assert getattr(lazy_mapper, attr) == getattr(yaml_mapper, attr), attr
+
+    # Solver: every parameter in a group of the same lr / weight decay / momentum.
+    parts = _Parts()
+    yaml_opt = Trainer.build_optimizer(yaml_cfg, parts)
+    lazy_opt = LazyTrainer.build_optimizer(view, parts)
+    assert type(lazy_opt) is type(yaml_opt)
+    assert _groups(lazy_opt, parts) == _groups(yaml_opt, parts)
+    yaml_sched = Trainer.build_lr_scheduler(yaml_cfg, yaml_opt)
+    lazy_sched = LazyTrainer.build_lr_scheduler(view, lazy_opt)
+    n = yaml_cfg.SOLVER.MAX_ITER
+    marks = {0, 1, n // 2, n - 1} | {
+        s + d for s in (*yaml_cfg.SOLVER.STEPS, 1000) for d in (-1, 0, 1)
+    }
+    marks = sorted(m for m in marks if 0 <= m < n)
+    assert [_lr_factor(lazy_sched, m) for m in marks] == pytest.approx(
+        [_lr_factor(yaml_sched, m) for m in marks], rel=1e-9
+    )
+
+    # Test procedure of the segmentors (scales, flip, sliding windows, resizing).
+    if semseg:
+        t = yaml_cfg.TEST.SEM_SEG
+        m = lazy.model
+        assert (list(m.scales), m.flip, m.base_size, m.crop_size, m.align_corners) == (
+            list(t.SCALES),
+            t.FLIP,
+            t.BASE_SIZE,
+            t.CROP_SIZE,
+            yaml_cfg.MODEL.SEM_SEG_HEAD.ALIGN_CORNERS,
+        )
+        assert m.stride_rate == pytest.approx(t.STRIDE_RATE, rel=1e-12)
