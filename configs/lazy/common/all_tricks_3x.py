@@ -19,7 +19,8 @@ from .optim import SGD as optimizer
 from .schedule import lr_multiplier_3x_tricks as lr_multiplier
 from .train import train
 
-model.roi_heads.mask_head.conv_dims = [256] * 8
+# conv_dims lists the 8 convs and the deconv (detectron2: N - 1 convs + 1 upsampling layer).
+model.roi_heads.mask_head.conv_dims = [256] * 9
 
 dataloader.train.mapper.augmentations = [
     # detectron2's INPUT.CROP defaults (TYPE relative_range, SIZE [0.9, 0.9]), applied first.
