@@ -11,6 +11,7 @@ curve and segmentation test procedure.
 """
 
 import glob
+import json
 import os
 
 import pytest
@@ -24,9 +25,12 @@ from torch import nn
 
 from detection_helpers import CONFIGS
 from resnest_dense.config import get_resnest_cfg, is_semantic_segmentation
-from resnest_dense.engine.lazy import LazyTrainer, lazy_run_config
+from resnest_dense.engine import argument_parser, setup
+from resnest_dense.engine.lazy import LazyTrainer, in_lazy_terms, lazy_run_config
 from resnest_dense.engine.semseg import build_semseg_train_augmentations
 from resnest_dense.engine.trainer import Trainer
+from resnest_dense.errors import StartupError
+from test_cityscapes import cityscapes_root, write_cityscapes_tree  # noqa: F401 (a fixture)
 
 LAZY = os.path.join(CONFIGS, "lazy")
 CPU = ["MODEL.DEVICE", "cpu"]
@@ -323,3 +327,80 @@ def test_lazy_leaf_states_the_recipe_of_its_yaml_twin(leaf):
             yaml_cfg.MODEL.SEM_SEG_HEAD.ALIGN_CORNERS,
         )
         assert m.stride_rate == pytest.approx(t.STRIDE_RATE, rel=1e-12)
+
+
+def _write_coco_val(root) -> None:
+    """``root/datasets/coco``: ``instances_val2017.json`` (the 80 COCO categories, one image with
+    one box) and its image, where detectron2's builtin ``coco_2017_val`` looks (relative)."""
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+    from PIL import Image
+
+    coco = root / "datasets" / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "val2017").mkdir()
+    Image.new("RGB", (96, 64), (90, 120, 30)).save(coco / "val2017" / "000000000001.jpg")
+    box = [10.0, 10.0, 30.0, 20.0]
+    poly = [[10.0, 10.0, 40.0, 10.0, 40.0, 30.0, 10.0, 30.0]]
+    data = {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 64, "width": 96}],
+        "annotations": [
+            dict(
+                id=1, image_id=1, category_id=1, bbox=box, area=600.0, iscrowd=0, segmentation=poly
+            )
+        ],
+        "categories": [{"id": c["id"], "name": c["name"]} for c in COCO_CATEGORIES if c["isthing"]],
+    }
+    with open(coco / "annotations" / "instances_val2017.json", "w") as f:
+        json.dump(data, f)
+
+
+def _eval_only_setup(config: str, *opts) -> str:
+    """Set up ``--eval-only --allow-random-weights`` of ``config`` as both tools do
+    (``resnest_dense.engine.setup``, the start-up checks of purpose "eval"); the error as
+    "<type>: <message>", or "" when the checks pass."""
+    args = argument_parser().parse_args(
+        ["--eval-only", "--allow-random-weights", "--config-file", config, *map(str, opts)]
+    )
+    try:
+        setup(args)
+    except StartupError as e:
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def test_eval_only_startup_checks_cityscapes_twin_as_its_yaml(cityscapes_root):  # noqa: F811
+    """tools/lazyconfig_train_net.py --eval-only accepts a Cityscapes twin's data where
+    tools/train_net.py accepts the YAML's, and stops on a missing folder with the same error
+    (YAML keys in the LazyConfig's terms)."""
+    leaf = "Cityscapes-SemanticSegmentation/deeplabv3plus_S_101_OS8_syncbn_80k.py"
+    root = write_cityscapes_tree(str(cityscapes_root))
+    out = cityscapes_root / "out"
+    yaml_opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", out / "yaml"]
+    lazy_opts = ["train.init_checkpoint=", "train.device=cpu", f"train.output_dir={out / 'lazy'}"]
+    lazy, yaml = os.path.join(LAZY, leaf), _yaml_twin(os.path.join(LAZY, leaf))
+    assert _eval_only_setup(yaml, *yaml_opts) == _eval_only_setup(lazy, *lazy_opts) == ""
+
+    os.rename(os.path.join(root, "leftImg8bit"), os.path.join(root, "moved"))
+    error = _eval_only_setup(lazy, *lazy_opts)
+    assert error == in_lazy_terms(_eval_only_setup(yaml, *yaml_opts))
+    expected = os.path.join(root, "leftImg8bit", "val")
+    assert error.startswith("MissingFileError") and f"image_dir '{expected}" in error
+    assert "cityscapes_fine_sem_seg_val" in error
+
+
+def test_eval_only_startup_checks_coco_twin_as_its_yaml(tmp_path, monkeypatch):
+    """The same for a COCO detection twin (detectron2's builtin coco_2017_val, relative to the
+    working directory): accepted with the annotations and images on disk; without the
+    annotation file, the same error naming the data set and the file."""
+    leaf = "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.py"
+    monkeypatch.chdir(tmp_path)
+    _write_coco_val(tmp_path)
+    yaml_opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", tmp_path / "yaml"]
+    lazy_opts = ["train.init_checkpoint=", "train.device=cpu", f"train.output_dir={tmp_path}/lazy"]
+    lazy, yaml = os.path.join(LAZY, leaf), _yaml_twin(os.path.join(LAZY, leaf))
+    assert _eval_only_setup(yaml, *yaml_opts) == _eval_only_setup(lazy, *lazy_opts) == ""
+
+    os.remove(tmp_path / "datasets" / "coco" / "annotations" / "instances_val2017.json")
+    error = _eval_only_setup(lazy, *lazy_opts)
+    assert error == in_lazy_terms(_eval_only_setup(yaml, *yaml_opts))
+    assert "coco_2017_val" in error and "instances_val2017.json" in error
