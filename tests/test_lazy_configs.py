@@ -135,13 +135,15 @@ def _prepare(model):
     return model
 
 
-@pytest.mark.parametrize(
-    "leaf", [p if p in FAST else pytest.param(p, marks=pytest.mark.slow) for p in TWINS]
-)
-def test_lazy_leaf_builds_the_model_of_its_yaml_twin(leaf):
+def _assert_same_model(leaf: str, yaml_opts=(), lazy_overrides=()) -> None:
+    """The YAML twin of ``leaf`` (with ``yaml_opts``) and ``leaf`` (with ``lazy_overrides``,
+    ``a.b=c`` strings) build the same state dict and, with the YAML model's weights, the same
+    outputs."""
     torch.manual_seed(0)
-    yaml_model = _prepare(build_model(get_resnest_cfg(_yaml_twin(os.path.join(LAZY, leaf)), CPU)))
-    lazy_model = _prepare(instantiate(LazyConfig.load(os.path.join(LAZY, leaf)).model))
+    yaml_cfg = get_resnest_cfg(_yaml_twin(os.path.join(LAZY, leaf)), [*CPU, *yaml_opts])
+    yaml_model = _prepare(build_model(yaml_cfg))
+    lazy = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(LAZY, leaf)), lazy_overrides)
+    lazy_model = _prepare(instantiate(lazy.model))
     assert type(lazy_model) is type(yaml_model)
     reference = yaml_model.state_dict()
     state = lazy_model.state_dict()
@@ -156,6 +158,53 @@ def test_lazy_leaf_builds_the_model_of_its_yaml_twin(leaf):
     assert all(expected[k].numel() for k in expected if k.startswith("feature"))
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize(
+    "leaf", [p if p in FAST else pytest.param(p, marks=pytest.mark.slow) for p in TWINS]
+)
+def test_lazy_leaf_builds_the_model_of_its_yaml_twin(leaf):
+    _assert_same_model(leaf)
+
+
+# Tiny variants of one pair per model part (heads as in the file, backbone at its smallest
+# depth: ResNeSt-14, ResNet-50), so each part's twin is checked on every run, not only with the
+# slow tests. The key of the depth differs by backbone fragment.
+TINY = {
+    "ADE20K-SemanticSegmentation/fcn_S_50_OS8_syncbn_120ep.py": "model.backbone.depth",
+    "ADE20K-SemanticSegmentation/deeplabv3plus_R_101_OS8_syncbn_160k.py": "model.backbone.stages.depth",
+    "Cityscapes-SemanticSegmentation/deeplabv3plus_S_101_OS8_syncbn_80k.py": "model.backbone.depth",
+    "PascalContext-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_80ep.py": "model.backbone.depth",
+    "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.py": "model.backbone.bottom_up.depth",
+    "COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_200_FPN_syncBN_all_tricks_3x.py": "model.backbone.bottom_up.depth",
+    "COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.py": "model.backbone.bottom_up.depth",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("leaf", sorted(TINY))
+def test_tiny_variant_builds_the_model_of_its_yaml_twin(leaf):
+    depth = 50 if TINY[leaf].endswith("stages.depth") else 14
+    yaml_opts, overrides = ["MODEL.RESNETS.DEPTH", depth], [f"{TINY[leaf]}={depth}"]
+    model = LazyConfig.load(os.path.join(LAZY, leaf)).model
+    if "proposal_generator" in model:
+        # 100 / 50 test proposals and 10 detections instead of 1000 / 1000 / 100: the cascade
+        # stages and the 8-conv mask head take ~20 s on 2 shared cores at the file's numbers;
+        # the layers (and so the check) are the same.
+        yaml_opts += ["MODEL.RPN.PRE_NMS_TOPK_TEST", 100, "MODEL.RPN.POST_NMS_TOPK_TEST", 50]
+        yaml_opts += ["TEST.DETECTIONS_PER_IMAGE", 10]
+        rpn, heads = model.proposal_generator, model.roi_heads
+        overrides += [
+            f"model.proposal_generator.pre_nms_topk=[{rpn.pre_nms_topk[0]},100]",
+            f"model.proposal_generator.post_nms_topk=[{rpn.post_nms_topk[0]},50]",
+        ]
+        if "box_predictors" in heads:
+            overrides += [
+                f"model.roi_heads.box_predictors.{i}.test_topk_per_image=10"
+                for i in range(len(heads.box_predictors))
+            ]
+        else:
+            overrides.append("model.roi_heads.box_predictor.test_topk_per_image=10")
+    _assert_same_model(leaf, yaml_opts, overrides)
 
 
 LSJ = sorted(p for p in _leaves() if p.startswith("new_baselines"))
