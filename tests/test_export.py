@@ -406,3 +406,4 @@ def test_onnx_rpn_top_k_breaks_score_ties_by_anchor_index():
     (kept,) = session.run(None, {"boxes": boxes[None].numpy(), "logits": logits[None].numpy()})
     # Top 4 by score: anchor 2, then the tie (1 before 3), then 4; NMS drops 3 (IoU 0.80 with 1).
     np.testing.assert_allclose(kept, boxes[[2, 1, 4]].numpy(), atol=1e-4)
+

@@ -1,4 +1,5 @@
-"""Models; importing registers the backbones, segmentation heads and meta-architectures."""
+"""Models; importing registers the backbones, segmentation heads, meta-architectures and the
+proposal generator."""
 
-from . import meta_arch, sem_seg_heads  # noqa: F401  (registration)
+from . import meta_arch, proposal_generator, sem_seg_heads  # noqa: F401  (registration)
 from .backbone import *  # noqa: F401,F403

@@ -1,0 +1,153 @@
+"""An RPN whose proposals do not depend on how a runtime orders equal scores.
+
+detectron2's :class:`~detectron2.modeling.proposal_generator.RPN` keeps the ``PRE_NMS_TOPK``
+best anchors of each level with ``torch.topk``, which leaves the order of equal scores
+unspecified (on CPU it comes from an unstable sort). Equal scores are not rare: anchors over a
+flat region (image background, batch padding) get bit-identical logits and box deltas, so their
+proposals are exact shifts of each other. Their order then decides which one the RPN's NMS
+keeps (torchvision's ``nms`` keeps the first of equal scores), and through the box head it can
+change a final detection. ONNX ``TopK`` defines the order (the lower index first), so an
+exported model and its PyTorch source disagreed on such images (docs/deployment.md).
+
+:class:`StableTopKRPN` is detectron2's RPN with that order defined the ONNX way, in every
+runtime: equal scores keep their anchor order. Everything else (heads, losses, anchor matching,
+NMS, clipping, the empty-box filter, ``POST_NMS_TOPK``) is detectron2's, and it loads the same
+weights. On scores without ties it returns exactly what ``RPN`` returns (tested).
+Select it with ``MODEL.PROPOSAL_GENERATOR.NAME: "StableTopKRPN"`` (the project's detector
+configs do).
+"""
+
+from typing import List, Tuple, Union
+
+import torch
+from detectron2.layers import batched_nms, cat
+from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["StableTopKRPN", "stable_top_k", "select_rpn_proposals"]
+
+
+@torch.jit.unused
+def _in_onnx_export() -> bool:
+    return torch.onnx.is_in_onnx_export()
+
+
+def stable_top_k(
+    scores: torch.Tensor, k: Union[int, torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest scores of each row, best first, equal scores in ascending index order.
+
+    Args:
+        scores: ``(N, M)`` scores.
+        k: how many to keep, ``<= M`` (a 0-dim tensor while tracing, so the graph keeps it
+            dynamic).
+
+    Returns:
+        ``(values, indices)``, each ``(N, k)``.
+    """
+    if not torch.jit.is_scripting() and _in_onnx_export():
+        # ONNX TopK specifies this order; the stable sort below has no ONNX mapping (aten::sort
+        # with stable=True fails in the exporter).
+        return scores.topk(k, dim=1)
+    values, indices = scores.sort(dim=1, descending=True, stable=True)
+    if isinstance(k, int):
+        return values[:, :k], indices[:, :k]
+    # A tensor k (tracing): index with arange(k) rather than slice, which would freeze k to the
+    # traced image's value.
+    first = torch.arange(k, device=scores.device)
+    return values.index_select(1, first), indices.index_select(1, first)
+
+
+def select_rpn_proposals(
+    proposals: List[torch.Tensor],
+    pred_objectness_logits: List[torch.Tensor],
+    image_sizes: List[Tuple[int, int]],
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+    training: bool,
+) -> List[Instances]:
+    """Per level the ``pre_nms_topk`` best proposals (:func:`stable_top_k`), then per image NMS
+    within each level, clipping, the small-box filter and the ``post_nms_topk`` best overall.
+
+    The contract of detectron2's ``find_top_rpn_proposals``, with a defined order of equal
+    scores.
+
+    Args:
+        proposals: per level, ``(N, Hi*Wi*A, 4)`` decoded boxes.
+        pred_objectness_logits: per level, ``(N, Hi*Wi*A)`` objectness logits.
+        image_sizes: ``(h, w)`` of each image, to clip to.
+        nms_thresh: IoU threshold of the RPN's NMS.
+        pre_nms_topk: proposals kept per level and image before NMS.
+        post_nms_topk: proposals kept per image after NMS (over all levels).
+        min_box_size: boxes with a side shorter than this (pixels) are dropped.
+        training: training raises on non-finite boxes or scores (diverged training); inference
+            drops them.
+
+    Returns:
+        One ``Instances`` per image with ``proposal_boxes`` and ``objectness_logits``, best
+        first.
+    """
+    scores, boxes, levels = [], [], []
+    for level, (boxes_l, logits_l) in enumerate(zip(proposals, pred_objectness_logits)):
+        num_anchors = logits_l.shape[1]
+        if isinstance(num_anchors, torch.Tensor):  # traced: keep k a function of the input size
+            k = torch.clamp(num_anchors, max=pre_nms_topk)
+        else:
+            k = min(num_anchors, pre_nms_topk)
+        scores_l, index = stable_top_k(logits_l, k)
+        scores.append(scores_l)
+        boxes.append(boxes_l.gather(1, index.unsqueeze(2).expand(-1, -1, boxes_l.shape[2])))
+        levels.append(torch.full_like(index[0], level))
+    scores, boxes, levels = cat(scores, dim=1), cat(boxes, dim=1), cat(levels, dim=0)
+
+    results: List[Instances] = []
+    for n, image_size in enumerate(image_sizes):
+        image_scores, image_boxes = scores[n], boxes[n]
+        finite = torch.isfinite(image_boxes).all(dim=1) & torch.isfinite(image_scores)
+        if training and not bool(finite.all()):
+            raise FloatingPointError(
+                "Predicted boxes or scores contain Inf/NaN. Training has diverged."
+            )
+        image_boxes = Boxes(image_boxes[finite])
+        image_scores, image_levels = image_scores[finite], levels[finite]
+        image_boxes.clip(image_size)
+        big_enough = image_boxes.nonempty(threshold=min_box_size)
+        image_boxes = image_boxes[big_enough]
+        image_scores, image_levels = image_scores[big_enough], image_levels[big_enough]
+        # batched_nms returns indices by decreasing score (torchvision's stable sort), so the
+        # first post_nms_topk are the best.
+        keep = batched_nms(image_boxes.tensor, image_scores, image_levels, nms_thresh)
+        keep = keep[:post_nms_topk]
+        result = Instances(image_size)
+        result.proposal_boxes = image_boxes[keep]
+        result.objectness_logits = image_scores[keep]
+        results.append(result)
+    return results
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class StableTopKRPN(RPN):
+    """detectron2's RPN with equal objectness scores kept in anchor order (see the module
+    docstring); same arguments, weights and losses."""
+
+    def predict_proposals(
+        self,
+        anchors: List[Boxes],
+        pred_objectness_logits: List[torch.Tensor],
+        pred_anchor_deltas: List[torch.Tensor],
+        image_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        # Proposals are constants for the ROI heads, as in detectron2's RPN.
+        with torch.no_grad():
+            return select_rpn_proposals(
+                self._decode_proposals(anchors, pred_anchor_deltas),
+                pred_objectness_logits,
+                image_sizes,
+                self.nms_thresh,
+                self.pre_nms_topk[self.training],
+                self.post_nms_topk[self.training],
+                self.min_box_size,
+                self.training,
+            )
