@@ -152,7 +152,9 @@ def _assert_same_model(leaf: str, yaml_opts=(), lazy_overrides=()) -> None:
     yaml_model = _prepare(build_model(yaml_cfg))
     lazy = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(LAZY, leaf)), lazy_overrides)
     lazy_model = _prepare(instantiate(lazy.model))
-    assert type(lazy_model) is type(yaml_model)
+    # The same class for every submodule (e.g. the RPN subclass), not only the same weights.
+    classes = {name: type(m) for name, m in yaml_model.named_modules()}
+    assert {name: type(m) for name, m in lazy_model.named_modules()} == classes
     reference = yaml_model.state_dict()
     state = lazy_model.state_dict()
     assert list(state) == list(reference)
