@@ -12,8 +12,9 @@ layout and bilinear sampling as torchvision's op), so this module
   ``ONNX_OPSET`` (17, unchanged for every other model): the whole DCN graph was checked at 19
   against PyTorch in onnxruntime (tests/test_export_dcn.py, docs/deployment.md);
 * checks before anything is built that the installed onnxruntime has a ``DeformConv`` kernel
-  (:func:`deform_conv_runtime_problem`): onnxruntime gained its CPU kernel in 2026
-  (microsoft/onnxruntime#27393); older releases load the file but fail with ``NOT_IMPLEMENTED``.
+  (:func:`deform_conv_runtime_problem`): onnxruntime gained its CPU kernel in 1.25
+  (microsoft/onnxruntime#27393); 1.24.4 fails to load the exported file with
+  ``NOT_IMPLEMENTED : Could not find an implementation for DeformConv(19)``.
 """
 
 import functools
@@ -129,7 +130,11 @@ def deform_conv_runtime_problem(op_type: str = "DeformConv") -> Optional[str]:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 2, 4, 4))],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DCN_ONNX_OPSET)])
+    # IR version 9, as torch's exporter writes at opset 19: onnx's newer default would make an
+    # older onnxruntime refuse the file for its IR version, not for the operator.
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", DCN_ONNX_OPSET)], ir_version=9
+    )
     feeds = {n: np.full(s, 0.5, np.float32) for n, s in zip(names, shapes)}
     try:
         session = ort.InferenceSession(

@@ -171,7 +171,7 @@ def _check_deform_conv_onnx(cfg: CfgNode) -> None:
             f"the deformable convs export to ONNX DeformConv (opset {DCN_ONNX_OPSET}), but "
             f"{problem}. Export with --format torchscript instead (the file runs torchvision's "
             "deform_conv2d, as PyTorch does), or install an onnxruntime with a DeformConv "
-            "kernel (1.32 has one)."
+            "kernel (onnxruntime >= 1.25)."
         )
 
 
