@@ -13,6 +13,8 @@
 """
 
 import functools
+import importlib.util
+import logging
 import os
 
 import numpy as np
@@ -25,14 +27,15 @@ from demo_helpers import write_image
 from detection_helpers import CONFIGS, RESNEST_CONFIGS, load_tool
 from resnest_dense import get_resnest_cfg
 from resnest_dense.engine import build_predictor, load_config
+from resnest_dense.errors import StartupError
 from resnest_dense.export import (
     DCN_ONNX_OPSET,
     ONNX_OPSET,
     ExportedPredictor,
+    exporter,
     read_metadata,
     uses_deformable_conv,
 )
-from resnest_dense.export import exporter
 from resnest_dense.export.deform import (
     deform_conv_runtime_problem,
     onnx_opset_for,
@@ -41,8 +44,14 @@ from resnest_dense.export.deform import (
 from resnest_dense.export.files import onnx_bytes_of
 from resnest_dense.layers.deform_conv import deform_conv_from_offsets, offset_channels
 from resnest_dense.modeling.backbone.resnest import ResNeStBottleneckBlock
-from test_export import FAR_SIZES, _images, _opts, _randomize_norms, _refused
-from test_export import assert_same_predictions
+from test_export import (
+    FAR_SIZES,
+    _images,
+    _opts,
+    _randomize_norms,
+    _refused,
+    assert_same_predictions,
+)
 
 DCN_CONFIGS = {
     "faster": "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.yaml",
@@ -261,3 +270,25 @@ def test_dcn_onnx_refused_without_runtime_kernel(
         "--format torchscript",
     )
     assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def test_dcn_runtime_check_applies_to_onnx_of_dcn_models_only(monkeypatch, caplog):
+    """The kernel check refuses ONNX of a DCN config only; without onnxruntime it warns (the
+    file may be meant for another runtime) instead of refusing."""
+    plain = get_resnest_cfg(os.path.join(CONFIGS, RESNEST_CONFIGS["faster"]))
+    dcn = get_resnest_cfg(_config("v2"))
+    monkeypatch.setattr(exporter, "deform_conv_runtime_problem", lambda: "no kernel here")
+    with pytest.raises(StartupError, match="DEFORM_ON_PER_STAGE.*no kernel here"):
+        exporter.check_exportable(dcn, "tracing", "onnx")
+    exporter.check_exportable(dcn, "tracing", "torchscript")
+    exporter.check_exportable(dcn, "scripting", "torchscript")
+    exporter.check_exportable(plain, "tracing", "onnx")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        exporter.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a),
+    )
+    with caplog.at_level(logging.WARNING, logger="resnest_dense.export.exporter"):
+        exporter.check_exportable(dcn, "tracing", "onnx")
+    assert "onnxruntime is not installed" in caplog.text
