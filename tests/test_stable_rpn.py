@@ -80,14 +80,28 @@ def test_stable_top_k_keeps_equal_scores_in_index_order():
     assert torch.equal(values, scores.gather(1, index))
 
 
-def test_stable_top_k_on_many_ties_is_lexicographic():
-    """Order = (score descending, index ascending), checked against a plain Python sort."""
-    g = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 5, (3, 3000), generator=g).float()
-    _, index = stable_top_k(scores, 1000)
+@pytest.mark.parametrize("k", [1, 7, 1000, 2999, 3000])
+@pytest.mark.parametrize("distinct", [2, 5, 3000])
+def test_stable_top_k_is_lexicographic(k, distinct):
+    """Order = (score descending, index ascending), checked against a plain Python sort, with
+    ties at the cut (which of the equal scores make it) and inside the kept ones."""
+    g = torch.Generator().manual_seed(k + distinct)
+    scores = torch.randint(0, distinct, (3, 3000), generator=g).float()
+    values, index = stable_top_k(scores, k)
     for row, got in zip(scores.tolist(), index.tolist()):
-        want = sorted(range(len(row)), key=lambda i: (-row[i], i))[:1000]
-        assert got == want
+        assert got == sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
+    assert torch.equal(values, scores.gather(1, index))
+
+
+def test_stable_top_k_takes_non_finite_scores_first_as_topk_does():
+    """torch.topk ranks NaN above everything; so does the stable top-k (inference then drops
+    those proposals, training stops), and +inf / -inf sort as numbers."""
+    nan, inf = float("nan"), float("inf")
+    scores = torch.tensor([[0.5, nan, inf, 2.0, -inf, nan, 2.0, 1.0]])
+    values, index = stable_top_k(scores, 6)
+    assert index.tolist() == [[1, 2, 5, 3, 6, 7]]
+    assert torch.equal(values.isnan(), torch.tensor([[True, False, True, False, False, False]]))
+    assert set(index[0, :3].tolist()) == set(scores.topk(3).indices[0].tolist())
 
 
 # The two tied anchors of toy_coco/val/000046.png that made onnxruntime and PyTorch disagree on

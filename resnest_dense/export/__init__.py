@@ -2,7 +2,8 @@
 
 * :func:`export_model` (:mod:`.exporter`): a trained R-CNN detector (Faster, Cascade, Mask,
   Cascade Mask) or DeepLabV3 to TorchScript (tracing or scripting) or ONNX (tracing, dynamic
-  input size), on detectron2's export API; ``tools/deploy/export_model.py`` is its command line;
+  input size; opset 19 ``DeformConv`` for deformable convs, :mod:`.deform`), on detectron2's
+  export API; ``tools/deploy/export_model.py`` is its command line;
 * :class:`ExportedModel` / :class:`ExportedPredictor` (:mod:`.runtime`): onnxruntime or
   TorchScript behind the interfaces of a detectron2 model and ``DefaultPredictor``, so
   ``tools/train_net.py --eval-only`` and the demos run an exported file given as
@@ -12,6 +13,7 @@
 See docs/deployment.md.
 """
 
+from .deform import DCN_ONNX_OPSET, uses_deformable_conv
 from .exporter import (
     EXPORT_METHODS,
     ONNX_OPSET,
@@ -24,6 +26,7 @@ from .files import EXPORT_FORMATS, ExportedFileError, exported_format, read_meta
 from .runtime import ExportedModel, ExportedPredictor, Preprocessor, check_matches_config
 
 __all__ = [
+    "DCN_ONNX_OPSET",
     "EXPORT_FORMATS",
     "EXPORT_METHODS",
     "ONNX_OPSET",
@@ -38,4 +41,5 @@ __all__ = [
     "export_model",
     "exported_format",
     "read_metadata",
+    "uses_deformable_conv",
 ]

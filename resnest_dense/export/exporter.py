@@ -24,6 +24,7 @@ The model given must be in eval mode with its weights loaded (the export tool us
 """
 
 import contextlib
+import importlib.util
 import logging
 import os
 import warnings
@@ -41,6 +42,13 @@ from torch import nn
 from ..config import cfg_value, class_count_keys, is_semantic_segmentation
 from ..errors import StartupError
 from ..modeling.meta_arch import MultiScaleSemanticSegmentor
+from .deform import (
+    DCN_ONNX_OPSET,
+    deform_conv_runtime_problem,
+    onnx_opset_for,
+    register_deform_conv_symbolic,
+    uses_deformable_conv,
+)
 from .files import EXPORT_FORMATS, onnx_bytes_of, write_onnx, write_torchscript
 from .runtime import DETECTION, SEMANTIC_SEGMENTATION, Preprocessor
 
@@ -61,6 +69,7 @@ EXPORT_METHODS = ("tracing", "scripting")
 SUPPORTED = (("torchscript", "tracing"), ("torchscript", "scripting"), ("onnx", "tracing"))
 # The legacy TorchScript-based exporter (dynamo=False, as detectron2 uses), at the opset every
 # test here ran with (detectron2's STABLE_ONNX_OPSET_VERSION, 11, dates from older torch).
+# Models with deformable convs are exported at DCN_ONNX_OPSET (19, the first with DeformConv).
 ONNX_OPSET = 17
 # Instances fields a scripted R-CNN handles (detectron2's export_model.py list, no keypoints).
 _SCRIPTED_FIELDS = {
@@ -91,12 +100,15 @@ def check_export_request(fmt: str, method: str) -> None:
         )
 
 
-def check_exportable(cfg: CfgNode, method: str) -> None:
-    """Refuse a config whose model cannot be exported with ``method``, before it is built.
+def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> None:
+    """Refuse a config whose model cannot be exported with ``method`` (to ``fmt``, when given),
+    before it is built.
 
     Raises:
         StartupError: naming the key and the value to use.
     """
+    if fmt == "onnx" and uses_deformable_conv(cfg):
+        _check_deform_conv_onnx(cfg)
     arch = cfg.MODEL.META_ARCHITECTURE
     if is_semantic_segmentation(cfg):
         if arch != "MultiScaleSemanticSegmentor":
@@ -137,6 +149,29 @@ def check_exportable(cfg: CfgNode, method: str) -> None:
             "cascade stages loop over a ModuleList with data-dependent inputs, which "
             "torch.jit.script does not compile. Use --export-method tracing (TorchScript or "
             "ONNX)."
+        )
+
+
+def _check_deform_conv_onnx(cfg: CfgNode) -> None:
+    """A DCN model exports to ONNX ``DeformConv`` (opset 19); refuse when the onnxruntime the
+    project runs the file with has no kernel for it: the export would succeed and give a file
+    that no tool here can run or evaluate."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        # The file may be meant for another runtime: the export itself does not need onnxruntime.
+        logger.warning(
+            "onnxruntime is not installed: cannot check that the exported DeformConv(%d) nodes "
+            "of this DCN model run.",
+            DCN_ONNX_OPSET,
+        )
+        return
+    problem = deform_conv_runtime_problem()
+    if problem is not None:
+        raise StartupError(
+            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE={list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)}: "
+            f"the deformable convs export to ONNX DeformConv (opset {DCN_ONNX_OPSET}), but "
+            f"{problem}. Export with --format torchscript instead (the file runs torchvision's "
+            "deform_conv2d, as PyTorch does), or install an onnxruntime with a DeformConv "
+            "kernel (onnxruntime >= 1.25)."
         )
 
 
@@ -261,7 +296,7 @@ def _metadata(
         "fast_inference": bool(getattr(model, "_resnest_dense_inference_only", False)),
         "weights": cfg.MODEL.WEIGHTS,
         "torch": torch.__version__,
-        "onnx_opset": ONNX_OPSET,
+        "onnx_opset": onnx_opset_for(cfg, ONNX_OPSET),
         "config": cfg.dump(),
     }
 
@@ -316,7 +351,7 @@ def export_model(
             and :func:`check_exportable`).
     """
     check_export_request(fmt, method)
-    check_exportable(cfg, method)
+    check_exportable(cfg, method, fmt)
     if model.training:
         raise ValueError("export_model needs a model in eval mode (call model.eval()).")
     image = _sample_input(cfg, sample_image)
@@ -341,6 +376,9 @@ def export_model(
                 dynamic.update({n: {0: "instances"} for n in names})
             else:
                 dynamic["sem_seg"] = {2: "height", 3: "width"}
+            opset = onnx_opset_for(cfg, ONNX_OPSET)
+            if uses_deformable_conv(cfg):
+                register_deform_conv_symbolic()
             with torch.no_grad(), _quiet_tracing():
                 data = onnx_bytes_of(
                     lambda f: torch.onnx.export(
@@ -350,7 +388,7 @@ def export_model(
                         input_names=["image"],
                         output_names=list(names),
                         dynamic_axes=dynamic,
-                        opset_version=ONNX_OPSET,
+                        opset_version=opset,
                         dynamo=False,
                     )
                 )

@@ -17,7 +17,7 @@ Select it with ``MODEL.PROPOSAL_GENERATOR.NAME: "StableTopKRPN"`` (the project's
 configs do).
 """
 
-from typing import List, Tuple, Union
+from typing import List, Tuple
 
 import torch
 from detectron2.layers import batched_nms, cat
@@ -32,30 +32,37 @@ def _in_onnx_export() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
-def stable_top_k(
-    scores: torch.Tensor, k: Union[int, torch.Tensor]
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def stable_top_k(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` highest scores of each row, best first, equal scores in ascending index order.
 
     Args:
         scores: ``(N, M)`` scores.
-        k: how many to keep, ``<= M`` (a 0-dim tensor while tracing, so the graph keeps it
-            dynamic).
+        k: how many to keep, ``1 <= k <= M`` (a 0-dim tensor while tracing, so that the graph
+            keeps it a function of the input size).
 
     Returns:
         ``(values, indices)``, each ``(N, k)``.
     """
     if not torch.jit.is_scripting() and _in_onnx_export():
-        # ONNX TopK specifies this order; the stable sort below has no ONNX mapping (aten::sort
-        # with stable=True fails in the exporter).
+        # ONNX TopK specifies this order; the selection below exports to ops (NonZero, CumSum)
+        # that would only re-derive it.
         return scores.topk(k, dim=1)
-    values, indices = scores.sort(dim=1, descending=True, stable=True)
-    if isinstance(k, int):
-        return values[:, :k], indices[:, :k]
-    # A tensor k (tracing): index with arange(k) rather than slice, which would freeze k to the
-    # traced image's value.
-    first = torch.arange(k, device=scores.device)
-    return values.index_select(1, first), indices.index_select(1, first)
+    # torch.topk finds the k-th value; which of the values equal to it make the cut, and the
+    # order of equal values, are then fixed here. O(M) passes plus a sort of k, instead of a
+    # stable sort of all M scores.
+    # torch.topk ranks NaN first; as +inf here (those proposals are dropped or stop training).
+    inf = float("inf")
+    key = torch.nan_to_num(scores, nan=inf, posinf=inf, neginf=-inf)
+    kth = key.topk(k, dim=1).values[:, -1:]
+    above, at_kth = key > kth, key == kth
+    room = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (at_kth & (at_kth.cumsum(dim=1) <= room))
+    # Exactly k per row, in ascending index order; a stable sort by score keeps that order
+    # among equal scores.
+    index = chosen.nonzero()[:, 1].reshape(scores.shape[0], -1)
+    order = key.gather(1, index).sort(dim=1, descending=True, stable=True).indices
+    index = index.gather(1, order)
+    return scores.gather(1, index), index
 
 
 def select_rpn_proposals(

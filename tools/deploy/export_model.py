@@ -73,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             purpose="export",
             allow_random_weights=args.allow_random_weights,
         )
-        check_exportable(cfg, args.export_method)
+        check_exportable(cfg, args.export_method, args.format)
         cfg.freeze()
         predictor = build_predictor(cfg, args.allow_random_weights)
     except SETUP_ERRORS as e:
