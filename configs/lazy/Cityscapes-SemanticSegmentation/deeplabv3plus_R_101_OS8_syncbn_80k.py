@@ -1,0 +1,11 @@
+"""DeepLabV3+ OS8, ResNet-101 (PyTorch-Encoding ``resnet101s``), mmsegmentation's Cityscapes recipe
+(512 x 1024 crops, 80k iterations): the LazyConfig twin of
+``configs/Cityscapes-SemanticSegmentation/deeplabv3plus_R_101_OS8_syncbn_80k.yaml``."""
+
+from ..common.cityscapes_deeplabv3plus import dataloader, lr_multiplier, model, optimizer, train
+from ..common.models.resnet_dilated import backbone
+
+backbone.update(out_features=model.backbone.out_features)
+backbone.stages.depth = 101
+model.backbone = backbone
+train.init_checkpoint = "resnest://resnet101s"
