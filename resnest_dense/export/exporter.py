@@ -150,6 +150,16 @@ def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> No
             "torch.jit.script does not compile. Use --export-method tracing (TorchScript or "
             "ONNX)."
         )
+    if fmt == "onnx" and cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
+        # Not an error: the graph is right, but exactly tied anchors (flat image regions) may
+        # give other proposals than the PyTorch model (docs/deployment.md).
+        logger.warning(
+            "MODEL.PROPOSAL_GENERATOR.NAME=RPN (detectron2's): the ONNX graph orders exactly "
+            "equal RPN scores by anchor index, torch.topk leaves their order unspecified, so "
+            "onnxruntime and PyTorch may keep different proposals where anchors tie. Export "
+            "with MODEL.PROPOSAL_GENERATOR.NAME StableTopKRPN (same weights; the project's "
+            "configs use it) to have PyTorch order ties as the graph does."
+        )
 
 
 def _check_deform_conv_onnx(cfg: CfgNode) -> None:
