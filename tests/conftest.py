@@ -33,3 +33,19 @@ def train_net():
     from detection_helpers import load_tool
 
     return load_tool("train_net")
+
+
+@pytest.fixture(scope="module")
+def export_tool():
+    """tools/deploy/export_model.py loaded as a module."""
+    from detection_helpers import load_tool
+
+    return load_tool("deploy/export_model")
+
+
+@pytest.fixture(scope="module")
+def sample_image(tmp_path_factory):
+    """A 96x128 image file to trace exports on (neither test size: dynamic shapes)."""
+    from demo_helpers import write_image
+
+    return write_image(tmp_path_factory.mktemp("sample") / "sample.png", 96, 128, seed=3)

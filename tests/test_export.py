@@ -100,16 +100,6 @@ def checkpoints(tmp_path_factory, toy_set):
     return paths
 
 
-@pytest.fixture(scope="module")
-def export_tool():
-    return load_tool("deploy/export_model")
-
-
-@pytest.fixture(scope="module")
-def sample_image(tmp_path_factory):
-    return write_image(tmp_path_factory.mktemp("sample") / "sample.png", 96, 128, seed=3)
-
-
 def _export(tool, family, weights, output, fmt="onnx", method="tracing", *extra, sample=None):
     argv = ["--config-file", FAMILIES[family], "--format", fmt, "--export-method", method]
     argv += ["--output", str(output)] + (["--sample-image", sample] if sample else [])
@@ -349,61 +339,3 @@ def test_exported_file_must_match_config():
     meta["input"] = {"min_size_test": 800, "max_size_test": 1333}
     with pytest.raises(ExportedFileError, match="MultiScaleSemanticSegmentor"):
         check_matches_config(meta, cfg, "x.onnx")
-
-
-class _RPNTopK(torch.nn.Module):
-    """detectron2's RPN proposal selection (per-level top-k, clip, NMS) on one level."""
-
-    def forward(self, boxes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
-
-        (proposals,) = find_top_rpn_proposals(
-            [boxes], [logits], [(160, 320)], 0.7, 4, 4, 0.0, False
-        )
-        return proposals.proposal_boxes.tensor
-
-
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_onnx_rpn_top_k_breaks_score_ties_by_anchor_index():
-    """The one ONNX/PyTorch difference on the trained toy model (docs/deployment.md): anchors
-    over a flat background get bit-identical objectness, their order decides which of two
-    overlapping proposals survives the RPN NMS, and torch.topk leaves the order of equal values
-    unspecified. The exported graph's TopK puts the lower anchor index first (ONNX's rule) and
-    NonMaxSuppression keeps the first of equal scores, so onnxruntime keeps the lower-index
-    anchor: what a PyTorch tie-break by anchor index would have to reproduce."""
-    import onnxruntime as ort
-
-    from resnest_dense.export import ONNX_OPSET
-    from resnest_dense.export.files import onnx_bytes_of
-
-    # The two tied anchors of toy_coco/val/000046.png (IoU 0.80 after clipping, above the RPN's
-    # 0.7), between others so that the top-k has to sort them; the decoded box of the later
-    # anchor sticks out of the 320-wide image and is clipped.
-    boxes = torch.tensor(
-        [
-            [0.0, 0.0, 20.0, 20.0],
-            [226.7423, 105.3622, 317.2414, 150.6307],
-            [100.0, 0.0, 120.0, 20.0],
-            [242.7423, 105.3622, 333.2414, 150.6307],
-            [50.0, 50.0, 60.0, 60.0],
-        ]
-    )
-    logits = torch.tensor([-3.0, -1.0362053, -0.5, -1.0362053, -2.0])
-    data = onnx_bytes_of(
-        lambda f: torch.onnx.export(
-            _RPNTopK(),
-            (boxes[None], logits[None]),
-            f,
-            input_names=["boxes", "logits"],
-            dynamic_axes={"boxes": {1: "anchors"}, "logits": {1: "anchors"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    (kept,) = session.run(None, {"boxes": boxes[None].numpy(), "logits": logits[None].numpy()})
-    # Top 4 by score: anchor 2, then the tie (1 before 3), then 4; NMS drops 3 (IoU 0.80 with 1).
-    np.testing.assert_allclose(kept, boxes[[2, 1, 4]].numpy(), atol=1e-4)
-

@@ -23,8 +23,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from demo_helpers import write_image
-from detection_helpers import CONFIGS, RESNEST_CONFIGS, load_tool
+from detection_helpers import CONFIGS, RESNEST_CONFIGS
 from resnest_dense import get_resnest_cfg
 from resnest_dense.engine import build_predictor, load_config
 from resnest_dense.errors import StartupError
@@ -204,16 +203,6 @@ def dcn_checkpoints(tmp_path_factory, toy_set):
         paths[name] = str(root / f"{name}.pth")
         torch.save({"model": model.state_dict()}, paths[name])
     return paths
-
-
-@pytest.fixture(scope="module")
-def export_tool():
-    return load_tool("deploy/export_model")
-
-
-@pytest.fixture(scope="module")
-def sample_image(tmp_path_factory):
-    return write_image(tmp_path_factory.mktemp("sample") / "sample.png", 96, 128, seed=3)
 
 
 @pytest.mark.slow

@@ -6,26 +6,12 @@
 loss weight 0.2); backbone, pixel statistics and test procedure as :mod:`.deeplabv3`.
 """
 
-from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
-
 from resnest_dense.modeling.sem_seg_heads import EncodingFCNHead
 
 from .deeplabv3 import model
 
-model.sem_seg_head = L(EncodingFCNHead)(
-    input_shape={
-        "res4": ShapeSpec(channels=1024, stride=8),
-        "res5": ShapeSpec(channels=2048, stride=8),
-    },
-    in_feature="res5",
-    num_classes=150,
-    channels=512,
-    norm="SyncBN",
-    aux_in_feature="res4",
-    aux_channels=256,
-    aux_loss_weight=0.2,
-    loss_weight=1.0,
-    ignore_value=255,
-    align_corners=True,
-)
+# The DeepLabV3 head's arguments (inputs, classes, norm, auxiliary head, losses) with FCN's head
+# in place of ASPP.
+model.sem_seg_head._target_ = EncodingFCNHead
+del model.sem_seg_head.aspp_channels, model.sem_seg_head.atrous_rates
+model.sem_seg_head.channels = 512
