@@ -146,6 +146,14 @@ def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> No
             "(DeepLabV3)."
         )
     if arch == "RetinaNet":
+        if fmt == "onnx":
+            # Not an error: the graph is right, but candidates with exactly equal scores may be
+            # kept differently than by the PyTorch model (docs/deployment.md, Limits).
+            logger.warning(
+                "RetinaNet to ONNX: the graph orders exactly equal candidate scores by index in "
+                "its per-level top-k, detectron2's torch.topk leaves their order unspecified, so "
+                "onnxruntime and PyTorch may keep different detections where scores tie."
+            )
         return
     if cfg.MODEL.KEYPOINT_ON:
         raise StartupError("MODEL.KEYPOINT_ON True: keypoint heads are not exported.")
