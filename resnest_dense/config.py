@@ -28,6 +28,7 @@ __all__ = [
     "add_resnest_config",
     "cfg_value",
     "class_count_keys",
+    "score_thresh_key",
     "has_sem_seg_head",
     "is_semantic_segmentation",
     "add_resnest_segmentation_config",
@@ -299,6 +300,14 @@ def class_count_keys(cfg: CfgNode) -> List[Tuple[str, str]]:
     if has_sem_seg_head(cfg):
         keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes"))
     return keys
+
+
+def score_thresh_key(cfg: CfgNode) -> str:
+    """The key of the test score threshold of ``cfg``'s detector: RetinaNet has its own
+    (``MODEL.RETINANET.SCORE_THRESH_TEST``), the R-CNNs read ``MODEL.ROI_HEADS``'."""
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        return "MODEL.RETINANET.SCORE_THRESH_TEST"
+    return "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
 
 
 def is_lazy_config_file(config_file: Optional[str]) -> bool:

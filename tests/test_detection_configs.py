@@ -18,7 +18,7 @@ ALL_CONFIGS = sorted(
 )
 TOY_DATA = [
     "DATASETS.TRAIN", (f"{TOY_PREFIX}_train",), "DATASETS.TEST", (f"{TOY_PREFIX}_val",),
-    "MODEL.ROI_HEADS.NUM_CLASSES", 3,
+    "MODEL.ROI_HEADS.NUM_CLASSES", 3, "MODEL.RETINANET.NUM_CLASSES", 3,
 ]  # fmt: skip
 # Segmentation and panoptic configs are built without data here (their data checks:
 # test_data_validation, test_panoptic).
@@ -44,6 +44,8 @@ def test_all_families_present():
             assert f"COCO-InstanceSegmentation/{family}_{b}_FPN_syncbn_1x.yaml" in names
         for b in ("ResNeSt_50", "ResNeSt_101", "ResNeSt_200"):
             assert f"COCO-InstanceSegmentation/{family}_{b}_FPN_syncBN_1x.yaml" in names
+    for b in ("R_50", "R_101", "ResNeSt_50", "ResNeSt_101"):
+        assert f"COCO-Detection/retinanet_{b}_FPN_syncbn_range-scale_1x.yaml" in names
 
 
 # The 101/200-layer twins build the same code paths as the 50-layer ones: full suite only.
@@ -61,7 +63,7 @@ def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
     # Full size on the meta device: every layer is built, no memory is allocated.
     with torch.device("meta"):
         model = Trainer.build_model(cfg)
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+    if cfg.MODEL.META_ARCHITECTURE in ("GeneralizedRCNN", "RetinaNet"):
         assert cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
         assert model.backbone.bottom_up.__class__.__name__ == "ResNet"
         if "Cascade" in cfg.MODEL.ROI_HEADS.NAME:
@@ -91,12 +93,19 @@ def test_config_loads_through_setup_and_builds(config, train_net, tmp_path):
 
 def _paper_recipe_configs():
     """The paper's 1x detection recipe (the panoptic model's is checked in test_panoptic, the
-    all-tricks 3x models' in test_all_tricks_3x_recipe)."""
+    all-tricks 3x models' in test_all_tricks_3x_recipe, RetinaNet's in test_retinanet_recipe)."""
     return [
         c
         for c in ALL_CONFIGS
-        if c.startswith("COCO-") and "Panoptic" not in c and "_all_tricks_" not in c
+        if c.startswith("COCO-")
+        and "Panoptic" not in c
+        and "_all_tricks_" not in c
+        and "retinanet_" not in c
     ]
+
+
+def _retinanet_configs():
+    return [c for c in ALL_CONFIGS if c.startswith("COCO-") and "retinanet_" in c]
 
 
 def _common_recipe(cfg, config):
@@ -142,9 +151,38 @@ def test_all_tricks_3x_recipe(config):
     assert cfg.MODEL.RESNETS.DEFORM_MODULATED == ("_dcn_" in config)
 
 
+@pytest.mark.parametrize("config", _retinanet_configs())
+def test_retinanet_recipe(config):
+    """detectron2's RetinaNet 1x recipe with the R-CNN recipe's input, norm and mean/std."""
+    cfg = load_config(os.path.join(CONFIGS, config), TOY_DATA)
+    rcnn = load_config(
+        os.path.join(
+            CONFIGS, "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_syncbn_range-scale_1x.yaml"
+        ),
+        TOY_DATA,
+    )
+    assert cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    for key in (
+        "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.RESNETS.NORM", "MODEL.RESNETS.STRIDE_IN_1X1",
+        "MODEL.FPN.NORM", "INPUT.FORMAT", "INPUT.MIN_SIZE_TRAIN", "INPUT.MIN_SIZE_TRAIN_SAMPLING",
+        "INPUT.MAX_SIZE_TRAIN", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST",
+        "TEST.PRECISE_BN.ENABLED", "MODEL.RESNETS.DROPBLOCK_PROB",
+    ):  # fmt: skip
+        assert _flatten(cfg)[key] == _flatten(rcnn)[key], key
+    # detectron2's Base-RetinaNet.yaml.
+    assert cfg.MODEL.RESNETS.OUT_FEATURES == cfg.MODEL.FPN.IN_FEATURES == ["res3", "res4", "res5"]
+    sizes = [[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [32, 64, 128, 256, 512]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == sizes
+    r = cfg.MODEL.RETINANET
+    assert (r.IOU_THRESHOLDS, r.IOU_LABELS, r.SMOOTH_L1_LOSS_BETA) == ([0.4, 0.5], [0, -1, 1], 0.0)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.01)
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS) == (90000, (60000, 80000))
+    assert "OUTPUT_DIR" not in open(os.path.join(CONFIGS, config)).read()
+
+
 def _twins():
     pairs = []
-    for config in _paper_recipe_configs():
+    for config in _paper_recipe_configs() + _retinanet_configs():
         if "_ResNeSt_" in config and "_ResNeSt_200_" not in config and "_dcn_" not in config:
             twin = config.replace("_ResNeSt_", "_R_").replace("_syncBN_", "_syncbn_")
             pairs.append((twin, config))
@@ -167,8 +205,9 @@ def test_baseline_and_resnest_twin_differ_only_in_backbone(baseline, resnest):
     assert differing, "the twins are identical"
     allowed = ("MODEL.RESNETS.", "MODEL.BACKBONE.")
     assert all(k.startswith(allowed) or k == "MODEL.WEIGHTS" for k in differing), differing
-    assert a["MODEL.BACKBONE.NAME"] == "build_resnet_fpn_backbone"
-    assert b["MODEL.BACKBONE.NAME"] == "build_resnest_fpn_backbone"
+    prefix = "build_retinanet_" if "retinanet_" in resnest else "build_"
+    assert a["MODEL.BACKBONE.NAME"] == prefix + "resnet_fpn_backbone"
+    assert b["MODEL.BACKBONE.NAME"] == prefix + "resnest_fpn_backbone"
 
 
 def test_registry_configs_exist():

@@ -9,6 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import DefaultPredictor
 
 from ..checkpoint import Checkpointer
+from ..config import cfg_value, score_thresh_key
 from ..export import ExportedPredictor, check_matches_config, exported_format
 from ..utils import optimize_for_inference
 from .class_names import CHECKPOINT_KEY, class_metadata
@@ -22,7 +23,8 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
     """A ``DefaultPredictor`` for ``cfg`` whose ``MODEL.WEIGHTS`` must cover the whole model.
 
     With an exported file as ``MODEL.WEIGHTS`` it is an :class:`ExportedPredictor` (class names
-    from the file; detections below ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` dropped).
+    from the file; detections below ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, for RetinaNet
+    ``MODEL.RETINANET.SCORE_THRESH_TEST``, dropped).
 
     Its ``metadata`` holds the class names the predictions are labelled with: those stored in
     the checkpoint by the trainer, else those of ``DATASETS.TEST[0]``, else ``class N``
@@ -39,7 +41,7 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
     """
     if exported_format(cfg.MODEL.WEIGHTS):
         predictor = ExportedPredictor(
-            cfg.MODEL.WEIGHTS, score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+            cfg.MODEL.WEIGHTS, score_thresh=cfg_value(cfg, score_thresh_key(cfg))
         )
         check_matches_config(predictor.model.metadata, cfg, cfg.MODEL.WEIGHTS)
         return predictor

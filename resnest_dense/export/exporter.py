@@ -1,4 +1,5 @@
-"""Export a whole trained model (R-CNN detector or DeepLabV3) to TorchScript or ONNX.
+"""Export a whole trained model (R-CNN detector, RetinaNet or DeepLabV3) to TorchScript or
+ONNX.
 
 A thin layer on detectron2's export API, as detectron2's ``tools/deploy/export_model.py`` uses
 it: :class:`detectron2.export.TracingAdapter` flattens the model's rich inputs/outputs for
@@ -28,18 +29,18 @@ import importlib.util
 import logging
 import os
 import warnings
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter, dump_torchscript_IR, scripting_with_instances
 from detectron2.export.torchscript_patch import freeze_training_mode
-from detectron2.modeling import GeneralizedRCNN
-from detectron2.structures import Boxes, ImageList
+from detectron2.modeling import GeneralizedRCNN, RetinaNet
+from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from ..config import cfg_value, class_count_keys, is_semantic_segmentation
+from ..config import cfg_value, class_count_keys, is_semantic_segmentation, score_thresh_key
 from ..errors import StartupError
 from ..modeling.meta_arch import MultiScaleSemanticSegmentor
 from .deform import (
@@ -71,6 +72,8 @@ SUPPORTED = (("torchscript", "tracing"), ("torchscript", "scripting"), ("onnx", 
 # test here ran with (detectron2's STABLE_ONNX_OPSET_VERSION, 11, dates from older torch).
 # Models with deformable convs are exported at DCN_ONNX_OPSET (19, the first with DeformConv).
 ONNX_OPSET = 17
+# The detector meta-architectures the exporter handles.
+_DETECTORS = ("GeneralizedRCNN", "RetinaNet")
 # Instances fields a scripted R-CNN handles (detectron2's export_model.py list, no keypoints).
 _SCRIPTED_FIELDS = {
     "proposal_boxes": Boxes,
@@ -136,11 +139,22 @@ def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> No
                 "choose the input size with INPUT.MIN_SIZE_TEST / INPUT.MAX_SIZE_TEST."
             )
         return
-    if arch != "GeneralizedRCNN":
+    if arch not in _DETECTORS:
         raise StartupError(
             f"MODEL.META_ARCHITECTURE={arch}: the exporter handles GeneralizedRCNN (Faster, "
-            "Cascade, Mask, Cascade Mask R-CNN) and MultiScaleSemanticSegmentor (DeepLabV3)."
+            "Cascade, Mask, Cascade Mask R-CNN), RetinaNet and MultiScaleSemanticSegmentor "
+            "(DeepLabV3)."
         )
+    if arch == "RetinaNet":
+        if fmt == "onnx":
+            # Not an error: the graph is right, but candidates with exactly equal scores may be
+            # kept differently than by the PyTorch model (docs/deployment.md, Limits).
+            logger.warning(
+                "RetinaNet to ONNX: the graph orders exactly equal candidate scores by index in "
+                "its per-level top-k, detectron2's torch.topk leaves their order unspecified, so "
+                "onnxruntime and PyTorch may keep different detections where scores tie."
+            )
+        return
     if cfg.MODEL.KEYPOINT_ON:
         raise StartupError("MODEL.KEYPOINT_ON True: keypoint heads are not exported.")
     if method == "scripting" and cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads":
@@ -188,12 +202,25 @@ def _check_deform_conv_onnx(cfg: CfgNode) -> None:
 # ----------------------------------------------------------------------------- graphs
 
 
-def _detector_outputs(model: GeneralizedRCNN, inputs) -> Dict[str, torch.Tensor]:
-    """One image's R-CNN predictions before the resize to the original image (boxes in
-    input pixels, masks per box), as named tensors."""
-    instances = model.inference(inputs, do_postprocess=False)[0]
+def _detector_outputs(model: nn.Module, inputs) -> Dict[str, torch.Tensor]:
+    """One image's R-CNN or RetinaNet predictions before the resize to the original image
+    (boxes in input pixels, masks per box), as named tensors."""
+    if isinstance(model, RetinaNet):
+        instances = _retinanet_inference(model, inputs)[0]
+    else:
+        instances = model.inference(inputs, do_postprocess=False)[0]
     fields = instances.get_fields()
     return {k: v.tensor if isinstance(v, Boxes) else v for k, v in fields.items()}
+
+
+def _retinanet_inference(model: RetinaNet, inputs) -> List[Instances]:
+    """``RetinaNet.forward`` in eval mode without ``detector_postprocess`` (as detectron2's
+    forward returns when scripted): the runner resizes the boxes to the original image, as it
+    does for the R-CNNs' ``inference(..., do_postprocess=False)``."""
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.head_in_features]
+    return model.forward_inference(images, features, model.head(features))
 
 
 class _ScriptableDetector(nn.Module):
@@ -206,6 +233,18 @@ class _ScriptableDetector(nn.Module):
 
     def forward(self, inputs: Tuple[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         return self.model.inference(inputs, do_postprocess=False)[0].get_fields()
+
+
+class _ScriptableRetinaNet(nn.Module):
+    """The same for RetinaNet, whose scripted ``forward`` returns the predictions before
+    ``detector_postprocess`` (detectron2's ``DenseDetector.forward``)."""
+
+    def __init__(self, model: RetinaNet):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, inputs: Tuple[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        return self.model([inputs[0]])[0].get_fields()
 
 
 class SemSegGraph(nn.Module):
@@ -248,7 +287,7 @@ def _quiet_tracing():
 def _adapter(model: nn.Module, image: torch.Tensor) -> Tuple[TracingAdapter, Sequence[str]]:
     """``TracingAdapter`` of the family's graph and its output names (sorted, the flattening
     order of a dict)."""
-    if isinstance(model, GeneralizedRCNN):
+    if isinstance(model, (GeneralizedRCNN, RetinaNet)):
         adapter = TracingAdapter(model, [{"image": image}], _detector_outputs)
     else:
         adapter = TracingAdapter(SemSegGraph(model), (image,))
@@ -261,6 +300,8 @@ def _adapter(model: nn.Module, image: torch.Tensor) -> Tuple[TracingAdapter, Seq
 def _script(model: nn.Module) -> torch.jit.ScriptModule:
     if isinstance(model, GeneralizedRCNN):
         return scripting_with_instances(_ScriptableDetector(model).eval(), _SCRIPTED_FIELDS)
+    if isinstance(model, RetinaNet):
+        return scripting_with_instances(_ScriptableRetinaNet(model).eval(), _SCRIPTED_FIELDS)
     graph = SemSegGraph(model).eval()
     with freeze_training_mode(graph):
         return torch.jit.script(graph)
@@ -290,7 +331,8 @@ def _metadata(
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "roi_heads": cfg.MODEL.ROI_HEADS.NAME if family == DETECTION else None,
         "num_classes": int(num_classes),
-        "score_thresh_test": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+        "score_thresh_key": score_thresh_key(cfg),
+        "score_thresh_test": float(cfg_value(cfg, score_thresh_key(cfg))),
         "input": {
             "format": cfg.INPUT.FORMAT,
             "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
@@ -340,7 +382,7 @@ def export_model(
     """Export ``model`` (built from ``cfg``, weights loaded, eval mode) to ``output``.
 
     Args:
-        model: a ``GeneralizedRCNN`` or ``MultiScaleSemanticSegmentor`` in eval mode, e.g.
+        model: a ``GeneralizedRCNN``, ``RetinaNet`` or ``MultiScaleSemanticSegmentor`` in eval mode, e.g.
             ``build_predictor(cfg).model`` (strict weights, fast path when
             ``TEST.FAST_INFERENCE``).
         cfg: its config (from ``load_config(..., purpose="export")``).
@@ -369,7 +411,9 @@ def export_model(
         module = _script(model)
         with torch.no_grad():
             names = sorted(
-                module(({"image": image},)) if isinstance(model, GeneralizedRCNN) else module(image)
+                module(({"image": image},))
+                if isinstance(model, (GeneralizedRCNN, RetinaNet))
+                else module(image)
             )
         metadata = _metadata(cfg, model, method, names, image.shape[-2:], class_metadata)
         write_torchscript(output, module, metadata)
@@ -382,7 +426,7 @@ def export_model(
             write_torchscript(output, module, metadata)
         else:
             dynamic = {"image": {1: "height", 2: "width"}}
-            if isinstance(model, GeneralizedRCNN):
+            if isinstance(model, (GeneralizedRCNN, RetinaNet)):
                 dynamic.update({n: {0: "instances"} for n in names})
             else:
                 dynamic["sem_seg"] = {2: "height", 3: "width"}

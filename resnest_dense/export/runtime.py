@@ -92,10 +92,10 @@ class ExportedModel(nn.Module):
         if score_thresh is not None and self.family == DETECTION:
             if score_thresh < baked:
                 logger.warning(
-                    "%s was exported with MODEL.ROI_HEADS.SCORE_THRESH_TEST=%g; detections "
-                    "between %g and %g are not in the file (export again with a lower "
-                    "threshold to see them).",
+                    "%s was exported with %s=%g; detections between %g and %g are not in the "
+                    "file (export again with a lower threshold to see them).",
                     path,
+                    self.metadata.get("score_thresh_key", "MODEL.ROI_HEADS.SCORE_THRESH_TEST"),
                     baked,
                     score_thresh,
                     baked,
