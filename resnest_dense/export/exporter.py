@@ -59,6 +59,7 @@ __all__ = [
     "SUPPORTED",
     "check_export_request",
     "check_exportable",
+    "tie_order_warning",
     "export_model",
 ]
 
@@ -146,14 +147,6 @@ def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> No
             "(DeepLabV3)."
         )
     if arch == "RetinaNet":
-        if fmt == "onnx":
-            # Not an error: the graph is right, but candidates with exactly equal scores may be
-            # kept differently than by the PyTorch model (docs/deployment.md, Limits).
-            logger.warning(
-                "RetinaNet to ONNX: the graph orders exactly equal candidate scores by index in "
-                "its per-level top-k, detectron2's torch.topk leaves their order unspecified, so "
-                "onnxruntime and PyTorch may keep different detections where scores tie."
-            )
         return
     if cfg.MODEL.KEYPOINT_ON:
         raise StartupError("MODEL.KEYPOINT_ON True: keypoint heads are not exported.")
@@ -164,16 +157,30 @@ def check_exportable(cfg: CfgNode, method: str, fmt: Optional[str] = None) -> No
             "torch.jit.script does not compile. Use --export-method tracing (TorchScript or "
             "ONNX)."
         )
-    if fmt == "onnx" and cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
-        # Not an error: the graph is right, but exactly tied anchors (flat image regions) may
-        # give other proposals than the PyTorch model (docs/deployment.md).
-        logger.warning(
+
+
+def tie_order_warning(cfg: CfgNode, fmt: str) -> Optional[str]:
+    """Why an ONNX graph of ``cfg``'s detector may keep other candidates than the PyTorch model
+    where scores tie exactly, or None. Not an error: the graph is right, but ONNX ``TopK`` orders
+    equal scores by index and ``torch.topk`` leaves their order unspecified; the project's RPN
+    (``StableTopKRPN``) orders them as ONNX does (docs/deployment.md)."""
+    if fmt != "onnx" or is_semantic_segmentation(cfg):
+        return None
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        return (
+            "RetinaNet to ONNX: the graph orders exactly equal candidate scores by index in its "
+            "per-level top-k, detectron2's torch.topk leaves their order unspecified, so "
+            "onnxruntime and PyTorch may keep different detections where scores tie."
+        )
+    if cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
+        return (
             "MODEL.PROPOSAL_GENERATOR.NAME=RPN (detectron2's): the ONNX graph orders exactly "
             "equal RPN scores by anchor index, torch.topk leaves their order unspecified, so "
             "onnxruntime and PyTorch may keep different proposals where anchors tie. Export "
             "with MODEL.PROPOSAL_GENERATOR.NAME StableTopKRPN (same weights; the project's "
             "configs use it) to have PyTorch order ties as the graph does."
         )
+    return None
 
 
 def _check_deform_conv_onnx(cfg: CfgNode) -> None:
@@ -404,6 +411,9 @@ def export_model(
     """
     check_export_request(fmt, method)
     check_exportable(cfg, method, fmt)
+    warning = tie_order_warning(cfg, fmt)
+    if warning:
+        logger.warning(warning)
     if model.training:
         raise ValueError("export_model needs a model in eval mode (call model.eval()).")
     image = _sample_input(cfg, sample_image)
