@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         f"RPN proposal selection, 800x1216, P2-P6 x 3 anchors, CPU, {args.threads} threads, "
         f"median of {args.repeats} calls of each, alternating (`benchmarks/bench_rpn.py`)",
         "",
-        "| setting | detectron2 topk ms | stable sort ms | ratio | difference ms |",
+        "| setting | detectron2 topk ms | stable top-k ms | ratio | difference ms |",
         "|---|---|---|---|---|",
     ]
     for name, stock, stable in rows:
