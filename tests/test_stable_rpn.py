@@ -104,6 +104,31 @@ def test_stable_top_k_takes_non_finite_scores_first_as_topk_does():
     assert set(index[0, :3].tolist()) == set(scores.topk(3).indices[0].tolist())
 
 
+def test_ties_after_nms_stay_in_top_k_order_with_more_than_1000_boxes():
+    """Over 1000 boxes, torchvision's batched_nms merges per-level NMS results with an unstable
+    sort; the kept proposals must still be ordered by score, then by their place in the
+    per-level top-k lists (which decides which tied ones make the POST_NMS_TOPK cut)."""
+    boxes, logits = _level_inputs([3000, 1500, 600], seed=1, num_images=1, tied=True)
+    height, width = IMAGE_SIZES[0]
+    (result,) = select_rpn_proposals(boxes, logits, [(height, width)], 0.99, 1000, 2000, 0.0, False)
+    candidates = torch.cat(
+        [b[0][stable_top_k(l, min(1000, l.shape[1]))[1][0]] for b, l in zip(boxes, logits)]
+    )
+    candidates = Boxes(candidates)
+    candidates.clip((height, width))
+    kept = result.proposal_boxes.tensor
+    assert len(kept) == 2000  # above the per-level threshold of 1000 boxes, and cut
+    # The place of each kept proposal among the candidates (random float boxes: unique).
+    place = (kept[:, None, :] == candidates.tensor[None]).all(dim=2).int().argmax(dim=1)
+    scores = result.objectness_logits
+    assert torch.equal(candidates.tensor[place], kept)
+    assert bool(
+        (
+            (scores[:-1] > scores[1:]) | ((scores[:-1] == scores[1:]) & (place[:-1] < place[1:]))
+        ).all()
+    )
+
+
 # The two tied anchors of toy_coco/val/000046.png that made onnxruntime and PyTorch disagree on
 # the trained toy model (docs/deployment.md): IoU 0.80 after clipping, above the RPN's 0.7, equal
 # logits, between others so that the top-k has to order them.

@@ -65,6 +65,16 @@ def stable_top_k(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tens
     return scores.gather(1, index), index
 
 
+def _by_score_then_index(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``keep`` ordered by decreasing score, equal scores by increasing index. torchvision's
+    ``batched_nms`` gives that order on its single-NMS path, but with more than 1000 boxes on
+    CPU it runs one NMS per level and merges them with an unstable sort, so which of equal
+    scores make the ``post_nms_topk`` cut would be unspecified again. (The ONNX graph takes the
+    single-NMS path, whose ``NonMaxSuppression`` orders equal scores by index.)"""
+    keep = keep.sort().values
+    return keep[scores[keep].sort(descending=True, stable=True).indices]
+
+
 def select_rpn_proposals(
     proposals: List[torch.Tensor],
     pred_objectness_logits: List[torch.Tensor],
@@ -123,9 +133,9 @@ def select_rpn_proposals(
         big_enough = image_boxes.nonempty(threshold=min_box_size)
         image_boxes = image_boxes[big_enough]
         image_scores, image_levels = image_scores[big_enough], image_levels[big_enough]
-        # batched_nms returns indices by decreasing score (torchvision's stable sort), so the
-        # first post_nms_topk are the best.
         keep = batched_nms(image_boxes.tensor, image_scores, image_levels, nms_thresh)
+        if torch.jit.is_scripting() or not _in_onnx_export():
+            keep = _by_score_then_index(keep, image_scores)
         keep = keep[:post_nms_topk]
         result = Instances(image_size)
         result.proposal_boxes = image_boxes[keep]
