@@ -60,16 +60,6 @@ def checkpoint(tmp_path_factory, toy_set):
     return path
 
 
-@pytest.fixture(scope="module")
-def export_tool():
-    return load_tool("deploy/export_model")
-
-
-@pytest.fixture(scope="module")
-def sample_image(tmp_path_factory):
-    return write_image(tmp_path_factory.mktemp("sample") / "sample.png", 96, 128, seed=3)
-
-
 def _export(tool, weights, output, fmt="onnx", method="tracing", *extra, sample=None):
     argv = ["--config-file", TOY, "--format", fmt, "--export-method", method]
     argv += ["--output", str(output)] + (["--sample-image", sample] if sample else [])
