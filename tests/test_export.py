@@ -143,6 +143,18 @@ def assert_same_predictions(got: dict, want: dict, allow_empty: bool = False) ->
         assert bool((_mask_iou(got.pred_masks, want.pred_masks) >= MASK_IOU).all())
 
 
+def assert_matches_pytorch(exported: ExportedPredictor, pytorch) -> None:
+    """The exported predictor gives the PyTorch predictor's outputs on the test images (through
+    the test resize) and, fed directly, at sizes far from the traced one: tiny, not a multiple
+    of the stride, larger than the config's test size."""
+    for image in _images():
+        assert_same_predictions(exported(image), pytorch(image))
+    for h, w in FAR_SIZES:
+        inputs = [{"image": torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255}]
+        with torch.no_grad():
+            assert_same_predictions(exported.model(inputs)[0], pytorch.model(inputs)[0])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family,fmt,method", EXPORTS, ids=["-".join(e) for e in EXPORTS])
 def test_exported_model_matches_pytorch(
@@ -160,14 +172,7 @@ def test_exported_model_matches_pytorch(
     assert meta["traced_size"] == [80, 107]
     exported = ExportedPredictor(str(output))
     pytorch = _pytorch_predictor(family, checkpoints[family])
-    for image in _images():
-        assert_same_predictions(exported(image), pytorch(image))
-    # Sizes far from the traced one, past the test resize: tiny, not a multiple of the
-    # stride, larger than the config's test size.
-    for h, w in FAR_SIZES:
-        inputs = [{"image": torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255}]
-        with torch.no_grad():
-            assert_same_predictions(exported.model(inputs)[0], pytorch.model(inputs)[0])
+    assert_matches_pytorch(exported, pytorch)
 
 
 @pytest.mark.slow

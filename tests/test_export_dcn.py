@@ -44,12 +44,10 @@ from resnest_dense.export.files import onnx_bytes_of
 from resnest_dense.layers.deform_conv import deform_conv_from_offsets, offset_channels
 from resnest_dense.modeling.backbone.resnest import ResNeStBottleneckBlock
 from test_export import (
-    FAR_SIZES,
-    _images,
     _opts,
     _randomize_norms,
     _refused,
-    assert_same_predictions,
+    assert_matches_pytorch,
 )
 
 DCN_CONFIGS = {
@@ -226,12 +224,7 @@ def test_dcn_export_matches_pytorch(
     cfg = load_config(_config(name), _model_opts(name, weights), purpose="demo")
     cfg.freeze()
     pytorch = build_predictor(cfg)
-    for image in _images():
-        assert_same_predictions(exported(image), pytorch(image))
-    for h, w in FAR_SIZES:
-        inputs = [{"image": torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255}]
-        with torch.no_grad():
-            assert_same_predictions(exported.model(inputs)[0], pytorch.model(inputs)[0])
+    assert_matches_pytorch(exported, pytorch)
 
 
 def test_dcn_onnx_refused_without_runtime_kernel(

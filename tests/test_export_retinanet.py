@@ -29,10 +29,10 @@ from resnest_dense.export import ExportedPredictor, check_exportable, exported_f
 from resnest_dense.export.exporter import tie_order_warning
 from test_export import (
     BOX_ATOL,
-    FAR_SIZES,
     SCORE_ATOL,
     _images,
     _randomize_norms,
+    assert_matches_pytorch,
     assert_same_predictions,
 )
 from test_retinanet import TINY_RETINANET, TOY
@@ -88,12 +88,7 @@ def test_exported_retinanet_matches_pytorch(
     assert set(meta["outputs"]) == {"pred_boxes", "pred_classes", "scores"}
     exported = ExportedPredictor(str(output))
     pytorch = _pytorch_predictor(checkpoint)
-    for image in _images():
-        assert_same_predictions(exported(image), pytorch(image))
-    for h, w in FAR_SIZES:
-        inputs = [{"image": torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) * 255}]
-        with torch.no_grad():
-            assert_same_predictions(exported.model(inputs)[0], pytorch.model(inputs)[0])
+    assert_matches_pytorch(exported, pytorch)
 
 
 @pytest.mark.slow
