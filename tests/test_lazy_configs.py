@@ -267,6 +267,12 @@ VIEW_KEYS = [
     "SOLVER.CHECK_FINITE_LOSS", "TEST.EVAL_PERIOD", "TEST.PRECISE_BN.ENABLED",
     "TEST.PRECISE_BN.NUM_ITER", "TEST.FAST_INFERENCE", "SEED", "DATALOADER.NUM_WORKERS",
     "DATALOADER.ASPECT_RATIO_GROUPING", "DATALOADER.SKIP_CORRUPT_IMAGES",
+    # test-time keys the demos and the export read
+    "MODEL.ROI_HEADS.NAME", "MODEL.PROPOSAL_GENERATOR.NAME", "MODEL.KEYPOINT_ON",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "MODEL.RESNETS.DEFORM_MODULATED",
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS", "INPUT.MIN_SIZE_TEST", "TEST.SEM_SEG.SCALES",
+    "TEST.SEM_SEG.FLIP", "TEST.SEM_SEG.BASE_SIZE", "TEST.SEM_SEG.CROP_SIZE",
 ]  # fmt: skip
 # YAML keys a LazyConfig cannot state (docs/configs.md), per twin that sets them.
 INEXPRESSIBLE = {
@@ -335,6 +341,9 @@ def test_lazy_leaf_states_the_recipe_of_its_yaml_twin(leaf):
     lazy = LazyConfig.load(os.path.join(LAZY, leaf))
     view = lazy_run_config(lazy)
     keys = VIEW_KEYS + (["MODEL.FPN.NORM"] if "bottom_up" in lazy.model.backbone else [])
+    if yaml_cfg.INPUT.MIN_SIZE_TEST:  # with no test resize the maximum is not used
+        keys.append("INPUT.MAX_SIZE_TEST")
+    assert view.TEST.SEM_SEG.STRIDE_RATE == pytest.approx(yaml_cfg.TEST.SEM_SEG.STRIDE_RATE)
     if not is_semantic_segmentation(yaml_cfg):
         # Semantic labels have no annotations to filter; the flag only matters for R-CNN data.
         keys.append("DATALOADER.FILTER_EMPTY_ANNOTATIONS")

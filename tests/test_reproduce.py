@@ -111,7 +111,8 @@ def test_beyond_paper_rows_show_detectron2_reference(tmp_path):
     assert "a reference, not a ResNeSt result" in (tmp_path / "t" / "results.md").read_text()
 
 
-def test_eval_released_says_what_is_missing(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("lazy", [False, True], ids=["yaml", "lazy_twin"])
+def test_eval_released_says_what_is_missing(lazy, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RESNEST_DENSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RESNEST_DENSE_OFFLINE", "1")
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -119,15 +120,35 @@ def test_eval_released_says_what_is_missing(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("RESNEST_DENSE_REGISTRY", raising=False)
     caplog.set_level("INFO", logger="reproduce")
     # Not evaluated (no dataset, no weights): exit 1, saying what is missing, nothing written.
+    out = tmp_path / "o"
     assert reproduce.main(["--eval-released", "--only", "deeplab_resnest50_ade",
-                           "--output", str(tmp_path / "o")]) == 1  # fmt: skip
-    assert not (tmp_path / "o").exists()
+                           "--output", str(out)] + ["--lazy"] * lazy) == 1  # fmt: skip
+    assert not out.exists()
     text = caplog.text
-    assert "--eval-only --num-gpus 1 MODEL.WEIGHTS resnest://deeplab_resnest50_ade" in text
+    config = "ADE20K-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_120ep"
+    run = out / "released" / "deeplab_resnest50_ade"
+    if lazy:
+        assert (
+            f"tools/lazyconfig_train_net.py --config-file configs/lazy/{config}.py --eval-only "
+            f"--num-gpus 1 train.output_dir={run} "
+            "train.init_checkpoint=resnest://deeplab_resnest50_ade"
+        ) in text
+    else:
+        assert (
+            f"tools/train_net.py --config-file configs/{config}.yaml --eval-only --num-gpus 1 "
+            f"OUTPUT_DIR {run} MODEL.WEIGHTS resnest://deeplab_resnest50_ade"
+        ) in text
     assert "deeplab_resnest50_ade-2225f09d.zip" in text  # where to get the weights
     assert os.path.join(str(tmp_path / "cache"), "deeplab_resnest50_ade-2225f09d.pth") in text
     assert "Dataset 'ade20k_sem_seg_val'" in text and "sem_seg_root" in text
     assert "Evaluated 0 of 1" in text
+
+
+def test_lazy_flag_is_for_eval_released_only(capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--train", "--dry-run", "--lazy"])
+    assert e.value.code == 2
+    assert "--lazy applies to --eval-released" in capsys.readouterr().err
 
 
 def test_bad_only_pattern_is_one_line_error(capsys):

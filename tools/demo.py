@@ -27,6 +27,10 @@ file, or ImageNet backbone-only weights) unless ``--allow-random-weights`` is gi
 detects nothing, which is the most common "0 instances detected" report. Semantic segmentation
 has its own demo, ``tools/demo_semseg.py``.
 
+``--config-file`` may be a LazyConfig (``configs/lazy/...py``; options as ``--opts
+train.init_checkpoint=model.pth``): the model is its ``model``, resized as its test mapper says
+(docs/configs.md).
+
 ``MODEL.WEIGHTS`` may be a file written by ``tools/deploy/export_model.py`` (``model.onnx`` /
 ``model.ts``): the demo then runs it in onnxruntime / TorchScript, labelled with the class names
 stored in it (``--confidence-threshold`` below the exported threshold cannot add detections).

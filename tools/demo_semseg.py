@@ -22,7 +22,8 @@ Class names and colours come from the checkpoint (stored by ``tools/train_net.py
 A video gives ``NAME_overlay.mp4`` and ``NAME_mask.mp4``. The model must have trained weights:
 with an empty or missing ``MODEL.WEIGHTS`` the demo stops, unless ``--allow-random-weights``.
 ``MODEL.WEIGHTS`` may also be an exported ``model.onnx`` / ``model.ts``
-(``tools/deploy/export_model.py``), run in onnxruntime / TorchScript.
+(``tools/deploy/export_model.py``), run in onnxruntime / TorchScript. ``--config-file`` may be a
+LazyConfig (``configs/lazy/...py``, ``--opts train.init_checkpoint=model.pth``; docs/configs.md).
 
 Example:
     python tools/demo_semseg.py \\

@@ -5,6 +5,8 @@ released PASCAL Context models).
 Modes (see docs/results.md):
   --eval-released   evaluate every released model with our config; runs when the weights and
                     the dataset are on disk, else says what is missing and prints the command.
+                    With --lazy: with the config's LazyConfig twin (configs/lazy/...py,
+                    tools/lazyconfig_train_net.py) instead of the YAML.
   --train           train the ResNet / ResNeSt config pairs with tools/train_net.py, then
                     evaluate; with --dry-run only print the exact multi-GPU commands. Also the
                     "beyond the paper" rows: ResNeSt new baselines (LazyConfig, LSJ) with
@@ -113,16 +115,18 @@ def eval_released(args) -> int:
     for i, entry in enumerate(entries, 1):
         out = os.path.join(args.output, "released", entry.name)
         weights = f"{model_zoo.SCHEME}{entry.name}"
-        cmd = (
-            f"python tools/train_net.py --config-file configs/{entry.config} --eval-only "
-            f"--num-gpus 1 MODEL.WEIGHTS {weights} OUTPUT_DIR {out}"
+        config = lazy_twin(entry.config) if args.lazy else entry.config
+        opts = _run_opts(config, out, weights)
+        cmd = shlex.join(
+            ["python", f"tools/{_tool(config)}", "--config-file", f"configs/{config}"]
+            + ["--eval-only", "--num-gpus", "1", *opts]
         )
         logger.info("[%d/%d] %s\n  command: %s", i, len(entries), entry.name, cmd)
         if args.dry_run:
             continue
         problems = []
         try:
-            cfg = tool_config(entry.config, ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out], "eval")
+            cfg = tool_config(config, opts, "eval")
         except SETUP_ERRORS as e:
             problems.append(e)
         try:
@@ -137,7 +141,7 @@ def eval_released(args) -> int:
         row = next(r for r in paper_rows() if r["config"] == entry.config)
         progress.step(i, entry.name, "evaluating")
         evaluate_weights(cfg)
-        write_run_json(out, row, kind="released", weights=entry.name)
+        write_run_json(out, row, kind="released", weights=entry.name, evaluated_with=config)
         progress.finish_run()
         ran += 1
     logger.info("Evaluated %d of %d released models.", ran, len(entries))
@@ -147,6 +151,15 @@ def eval_released(args) -> int:
 
 
 # -------------------------------------------------------------------- training
+
+
+def lazy_twin(config: str) -> str:
+    """The LazyConfig twin of a YAML config, both relative to configs/ (docs/configs.md)."""
+    return os.path.join("lazy", os.path.splitext(config)[0] + ".py")
+
+
+def _tool(config: str) -> str:
+    return "lazyconfig_train_net.py" if config.endswith(".py") else "train_net.py"
 
 
 def _run_opts(config: str, output_dir: str, weights: Optional[str] = None) -> List[str]:
@@ -159,9 +172,8 @@ def _run_opts(config: str, output_dir: str, weights: Optional[str] = None) -> Li
 
 
 def train_command(row: Dict, output_dir: str, num_gpus: int, opts: Sequence[str] = ()) -> List[str]:
-    tool = "lazyconfig_train_net.py" if row["config"].endswith(".py") else "train_net.py"
     cmd = [
-        "python", f"tools/{tool}", "--config-file", f"configs/{row['config']}",
+        "python", f"tools/{_tool(row['config'])}", "--config-file", f"configs/{row['config']}",
         "--num-gpus", str(num_gpus), *_run_opts(row["config"], output_dir),
     ]  # fmt: skip
     return cmd + [str(o) for o in opts]
@@ -318,8 +330,12 @@ def main(argv=None) -> int:
     parser.add_argument("--download", action="store_true", default=None,
                         help="allow downloading released weights (default: unless "
                              "RESNEST_DENSE_OFFLINE is set)")  # fmt: skip
+    parser.add_argument("--lazy", action="store_true",
+                        help="--eval-released with each config's LazyConfig twin")  # fmt: skip
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for --train")
     args = parser.parse_args(argv)
+    if args.lazy and not args.eval_released:
+        parser.error("--lazy applies to --eval-released (--train runs each row's own config)")
     try:
         args.only = re.compile(args.only or "")
     except re.error as e:

@@ -7,10 +7,12 @@ file, options, fork names) -> ``DATASETS.COCO_FORMAT`` / ``SEM_SEG_FORMAT`` regi
 :func:`resnest_dense.engine.checks.validate` (device, norms, datasets, weights, batch), which
 fails with one clear message before any work is done.
 
-A LazyConfig file (``.py``, ``a.b=c`` overrides) takes the same path:
+A LazyConfig file (``.py``, ``a.b=c`` overrides) takes the same path in every tool (training,
+``--eval-only``, both demos, the export):
 :func:`resnest_dense.config.get_lazy_cfg` -> its YAML-key view
 (:func:`resnest_dense.engine.lazy.lazy_run_config`) -> the same :func:`validate` -> what the
-checks adapted (device, norms) written back into the LazyConfig.
+checks adapted (device, norms) written back into the LazyConfig; for the demos and the export,
+a test input the view can state (:func:`resnest_dense.engine.lazy.check_lazy_test_input`).
 """
 
 import argparse
@@ -28,7 +30,13 @@ from ..data.coco_format import register_coco_format_datasets
 from ..data.sem_seg_format import register_sem_seg_format_datasets
 from ..errors import StartupError
 from .checks import validate
-from .lazy import in_lazy_terms, is_lazy_run, lazy_run_config, sync_to_lazy
+from .lazy import (
+    check_lazy_test_input,
+    in_lazy_terms,
+    is_lazy_run,
+    lazy_run_config,
+    sync_to_lazy,
+)
 from .runs import evaluate_weights, train
 
 __all__ = ["argument_parser", "load_config", "run_from_args", "setup"]
@@ -94,6 +102,8 @@ def load_config(
     except StartupError as e:
         raise type(e)(in_lazy_terms(str(e))) from e
     sync_to_lazy(cfg, world_size)
+    if purpose in ("demo", "export"):
+        check_lazy_test_input(cfg)
     return cfg
 
 

@@ -36,7 +36,21 @@ LazyConfig                                      YAML key
 ``model.roi_heads.num_classes`` / mask head     ``MODEL.ROI_HEADS.NUM_CLASSES`` / ``MASK_ON``
 ``model.sem_seg_head.num_classes`` / ignore     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` / ``IGNORE_VALUE``
 first ``norm`` of the backbone (bottom-up)      ``MODEL.RESNETS.NORM``; FPN ``norm``: ``FPN.NORM``
+``model.roi_heads`` / ``.proposal_generator``   ``MODEL.ROI_HEADS.NAME`` / ``PROPOSAL_GENERATOR.NAME``
+  class names; ``.keypoint_head``               ``MODEL.KEYPOINT_ON``
+``test_score_thresh`` of the box predictor(s)   ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``
+  (RetinaNet: of ``model``)                     (``MODEL.RETINANET.SCORE_THRESH_TEST``)
+bottom-up ``deform_on_per_stage`` / ...         ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` / ...
+test mapper's ``ResizeShortestEdge`` (or none)  ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` (0)
+segmentor's ``scales`` / ``flip`` / ...         ``TEST.SEM_SEG.SCALES`` / ``FLIP`` / ...
 ==============================================  ==============================================
+
+The demos and the export tool read the test-time part of the view (input size, score threshold,
+heads, deformable stages, segmentation test procedure) as they read a YAML config; they build the
+model with :func:`lazy_test_model`, which writes a score threshold the tool set in the view back
+into the LazyConfig's model. A test mapper whose augmentations are not one ``ResizeShortestEdge``
+to one short side (or none) has no YAML counterpart: :func:`check_lazy_test_input` refuses it for
+the demos and the export (``--eval-only`` uses the mapper itself).
 
 The trainer builds its loaders from ``dataloader.train`` / ``dataloader.test`` (dataset names,
 mapper, batch size, workers) as it does for YAML configs, so the data stream is resumable; a
@@ -44,15 +58,18 @@ mapper, batch size, workers) as it does for YAML configs, so the data stream is 
 ``evaluator_type`` (:func:`~resnest_dense.engine.build_evaluator`), as for YAML configs.
 """
 
+import copy
+import inspect
 import logging
-from typing import Any, Dict, List, Optional
+import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode, instantiate
 from detectron2.solver import LRMultiplier
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config import get_resnest_cfg
+from ..config import cfg_value, get_resnest_cfg, is_semantic_segmentation, score_thresh_key
 from ..errors import StartupError
 from .checks import adapt_norms_for_device
 from .trainer import Trainer, add_run_hooks
@@ -61,9 +78,11 @@ __all__ = [
     "LAZY_KEYS",
     "LazyRunConfig",
     "LazyTrainer",
+    "check_lazy_test_input",
     "in_lazy_terms",
     "is_lazy_run",
     "lazy_run_config",
+    "lazy_test_model",
     "sync_to_lazy",
 ]
 
@@ -163,6 +182,96 @@ def _first_norm(node) -> Optional[str]:
     return None
 
 
+def _argument(node: DictConfig, name: str, default: Any = None) -> Any:
+    """Argument ``name`` of the ``LazyCall`` ``node``: as set, else the default in its target's
+    signature (what ``instantiate`` passes), else ``default``."""
+    if name in node:
+        return node[name]
+    target = node.get("_target_")
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        param = inspect.signature(target).parameters.get(name)
+    except (TypeError, ValueError):
+        param = None
+    if param is None or param.default is inspect.Parameter.empty:
+        return default
+    return param.default
+
+
+def _score_thresh_nodes(model: DictConfig) -> List[DictConfig]:
+    """The ``LazyCall`` nodes whose ``test_score_thresh`` filters the detections: RetinaNet
+    itself, or the R-CNN box predictor (every stage's in a cascade: the last one's is used)."""
+    if _target_name(model) == "RetinaNet":
+        return [model]
+    roi_heads = model.get("roi_heads")
+    if not isinstance(roi_heads, DictConfig):
+        return []
+    predictors = roi_heads.get("box_predictors")
+    if predictors is None:
+        predictors = [roi_heads.get("box_predictor")]
+    return [p for p in predictors if isinstance(p, DictConfig)]
+
+
+def _test_resize(mapper: DictConfig) -> Optional[Tuple[int, int]]:
+    """``(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)`` of a test mapper, or None when its
+    augmentations are not one ``ResizeShortestEdge`` to one short side, or none at all."""
+    augs = list(mapper.get("augmentations") or [])
+    if not augs:
+        return 0, get_resnest_cfg(None).INPUT.MAX_SIZE_TEST  # no resize: the max is not used
+    if len(augs) != 1 or _target_name(augs[0]) != "ResizeShortestEdge":
+        return None
+    short = _argument(augs[0], "short_edge_length")
+    shorts = {int(short)} if isinstance(short, (int, float)) else {int(s) for s in short}
+    if len(shorts) != 1:
+        return None
+    return shorts.pop(), int(_argument(augs[0], "max_size", sys.maxsize))
+
+
+def _view_test_time(cfg: CfgNode, lazy: DictConfig) -> Dict[str, str]:
+    """Fill the test-time keys of the view (module docstring) from ``lazy``; returns the keys it
+    cannot state, each with the reason."""
+    model = lazy.model
+    roi_heads = model.get("roi_heads")
+    if isinstance(roi_heads, DictConfig):
+        cfg.MODEL.ROI_HEADS.NAME = _target_name(roi_heads)
+        cfg.MODEL.KEYPOINT_ON = roi_heads.get("keypoint_head") is not None
+    proposals = model.get("proposal_generator")
+    if isinstance(proposals, DictConfig):
+        cfg.MODEL.PROPOSAL_GENERATOR.NAME = _target_name(proposals)
+    nodes = _score_thresh_nodes(model)
+    if nodes:
+        key = score_thresh_key(cfg).split(".")
+        cfg.MODEL[key[1]][key[2]] = float(_argument(nodes[-1], "test_score_thresh", 0.0))
+    backbone = model.get("backbone")
+    bottom_up = backbone.get("bottom_up", backbone) if isinstance(backbone, DictConfig) else None
+    if isinstance(bottom_up, DictConfig):
+        deform = _argument(bottom_up, "deform_on_per_stage")
+        if deform is not None:
+            r = cfg.MODEL.RESNETS
+            r.DEFORM_ON_PER_STAGE = [bool(on) for on in deform]
+            r.DEFORM_MODULATED = bool(_argument(bottom_up, "deform_modulated", False))
+            r.DEFORM_NUM_GROUPS = int(_argument(bottom_up, "deform_num_groups", 1))
+    if is_semantic_segmentation(cfg):
+        t = cfg.TEST.SEM_SEG
+        t.SCALES = [float(s) for s in _argument(model, "scales", t.SCALES)]
+        t.FLIP = bool(_argument(model, "flip", t.FLIP))
+        t.BASE_SIZE = int(_argument(model, "base_size", t.BASE_SIZE))
+        t.CROP_SIZE = int(_argument(model, "crop_size", t.CROP_SIZE))
+        t.STRIDE_RATE = float(_argument(model, "stride_rate", t.STRIDE_RATE))
+    resize = _test_resize(lazy.dataloader.test.mapper)
+    if resize is None:
+        augs = OmegaConf.to_yaml(lazy.dataloader.test.mapper.get("augmentations")).strip()
+        return {
+            "INPUT.MIN_SIZE_TEST": "dataloader.test.mapper.augmentations is not one "
+            f"ResizeShortestEdge to one short side (or none): {augs}"
+        }
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = resize
+    return {}
+
+
 def lazy_run_config(lazy: DictConfig) -> LazyRunConfig:
     """The :class:`LazyRunConfig` of ``lazy`` (a loaded LazyConfig with overrides applied).
 
@@ -214,6 +323,7 @@ def lazy_run_config(lazy: DictConfig) -> LazyRunConfig:
     cfg.DATALOADER.ASPECT_RATIO_GROUPING = bool(loader.get("aspect_ratio_grouping", True))
     cfg.DATALOADER.SKIP_CORRUPT_IMAGES = bool(_get(lazy, "train.skip_corrupt_images", False))
     cfg.INPUT.FORMAT = loader.mapper.get("image_format", cfg.INPUT.FORMAT)
+    cfg.__dict__["_view_gaps"] = _view_test_time(cfg, lazy)
     if lazy.dataloader.get("evaluator") is not None:
         logger.warning(
             "dataloader.evaluator is not used: the evaluator is chosen by the test set's "
@@ -233,6 +343,44 @@ def sync_to_lazy(cfg: LazyRunConfig, world_size: Optional[int] = None) -> List[s
     lazy = cfg.lazy
     lazy.train.device = cfg.MODEL.DEVICE
     return adapt_norms_for_device(lazy.model, world_size, device=cfg.MODEL.DEVICE)
+
+
+def check_lazy_test_input(cfg: LazyRunConfig) -> None:
+    """Refuse a LazyConfig whose test-time input the demos and the export cannot reproduce
+    (they resize as detectron2's ``DefaultPredictor``: one short side, a maximum long side).
+
+    Raises:
+        StartupError: naming the LazyConfig key and what to set.
+    """
+    for key, reason in cfg.__dict__.get("_view_gaps", {}).items():
+        raise StartupError(
+            f"{reason}. The demos and the export resize a test image to one short side with a "
+            f"maximum long side ({key} / INPUT.MAX_SIZE_TEST of a YAML config): set "
+            "dataloader.test.mapper.augmentations=[L(ResizeShortestEdge)(short_edge_length=S, "
+            "max_size=M)] in the LazyConfig, or use --eval-only, which runs the mapper as written."
+        )
+
+
+def lazy_test_model(cfg: LazyRunConfig) -> DictConfig:
+    """A copy of the LazyConfig's ``model`` with the test score threshold of the view (which a
+    tool may have set, e.g. the demo's ``--confidence-threshold``) in its box predictor(s) /
+    RetinaNet.
+
+    Raises:
+        StartupError: a detector whose LazyConfig has no place for the threshold.
+    """
+    model = copy.deepcopy(cfg.lazy.model)
+    nodes = _score_thresh_nodes(model)
+    if not nodes and not is_semantic_segmentation(cfg):
+        raise StartupError(
+            f"The LazyConfig's model ({cfg.MODEL.META_ARCHITECTURE}) has no box predictor "
+            "(model.roi_heads.box_predictor / .box_predictors) or RetinaNet test_score_thresh to "
+            "set the score threshold in."
+        )
+    value = float(cfg_value(cfg, score_thresh_key(cfg)))
+    for node in nodes:
+        node.test_score_thresh = value
+    return model
 
 
 class LazyTrainer(Trainer):

@@ -1,22 +1,51 @@
-"""The predictor of both demos: detectron2's ``DefaultPredictor`` with strictly loaded weights,
-the class names stored with them, and the inference fast path; or, when ``MODEL.WEIGHTS`` is a
-file written by ``tools/deploy/export_model.py``, the same interface on onnxruntime /
-TorchScript (:class:`resnest_dense.export.ExportedPredictor`)."""
+"""The predictor of both demos and of the export tool: detectron2's ``DefaultPredictor`` with
+strictly loaded weights, the class names stored with them, and the inference fast path; or, when
+``MODEL.WEIGHTS`` is a file written by ``tools/deploy/export_model.py``, the same interface on
+onnxruntime / TorchScript (:class:`resnest_dense.export.ExportedPredictor`).
+
+A YAML config's model is built by detectron2's ``build_model``, a LazyConfig's by instantiating
+its ``model`` (:func:`resnest_dense.engine.lazy.lazy_test_model`); both then run through the same
+``DefaultPredictor.__call__`` (input format, test resize of the config, inference)."""
 
 import logging
 
-from detectron2.config import CfgNode
+import torch
+from detectron2.config import CfgNode, instantiate
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 
 from ..checkpoint import Checkpointer
 from ..config import cfg_value, score_thresh_key
 from ..export import ExportedPredictor, check_matches_config, exported_format
 from ..utils import optimize_for_inference
 from .class_names import CHECKPOINT_KEY, class_metadata
+from .lazy import is_lazy_run, lazy_test_model
 
 __all__ = ["build_predictor"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Predictor(DefaultPredictor):
+    """``DefaultPredictor`` around a model that is already built. (Its own ``__init__`` builds the
+    model from YAML keys, which a LazyConfig's view does not describe; ``__call__`` is
+    detectron2's.)"""
+
+    def __init__(self, cfg: CfgNode, model: torch.nn.Module):
+        self.cfg = cfg
+        self.model = model.eval()
+        # The test resize of DefaultPredictor; a LazyConfig's test mapper resize is in the view
+        # (resnest_dense.engine.lazy, check_lazy_test_input).
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        assert self.input_format in ("RGB", "BGR"), self.input_format
+
+
+def _build_model(cfg: CfgNode) -> torch.nn.Module:
+    if not is_lazy_run(cfg):
+        return build_model(cfg)
+    return instantiate(lazy_test_model(cfg)).to(torch.device(cfg.MODEL.DEVICE))
 
 
 def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> DefaultPredictor:
@@ -31,7 +60,8 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
     (:func:`resnest_dense.engine.class_names.class_metadata`).
 
     Args:
-        cfg: a config from :func:`resnest_dense.engine.load_config` (purpose ``"demo"``).
+        cfg: a config from :func:`resnest_dense.engine.load_config` (purpose ``"demo"`` or
+            ``"export"``), YAML or LazyConfig.
         allow_random_weights: load non-strictly (missing keys stay random, with a warning).
 
     Raises:
@@ -45,11 +75,7 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
         )
         check_matches_config(predictor.model.metadata, cfg, cfg.MODEL.WEIGHTS)
         return predictor
-    unloaded = cfg.clone()
-    unloaded.defrost()
-    unloaded.MODEL.WEIGHTS = ""  # loaded below, strictly
-    unloaded.freeze()
-    predictor = DefaultPredictor(unloaded)
+    predictor = _Predictor(cfg, _build_model(cfg))
     stored = None
     if cfg.MODEL.WEIGHTS:
         report, extra = Checkpointer(predictor.model).load_checked(

@@ -16,7 +16,9 @@ The weights are loaded strictly, synchronised norms run as the eval-mode BN they
 names the file (``.onnx`` / ``.ts``); a folder gets ``model.onnx`` / ``model.ts`` as in
 detectron2. The file stores its preprocessing and class names, so ``tools/train_net.py
 --eval-only``, ``tools/demo.py`` and ``tools/demo_semseg.py`` run it given as ``MODEL.WEIGHTS``.
-See docs/deployment.md for what exports, with which tolerances, and the limits.
+See docs/deployment.md for what exports, with which tolerances, and the limits. ``--config-file``
+may be a LazyConfig (``configs/lazy/...py``, options ``train.init_checkpoint=model.pth``): the
+file is the one its YAML twin exports (docs/configs.md).
 """
 
 import argparse
