@@ -82,22 +82,28 @@ def _randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def save_test_checkpoint(config: str, opts: list, path) -> str:
+    """Save the model of ``config`` + ``opts`` as a checkpoint at ``path``: fixed seed, random
+    norm statistics, a confident mask head."""
+    torch.manual_seed(0)
+    model = _randomize_norms(build_model(get_resnest_cfg(config, opts)))
+    mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
+    if mask_head is not None:
+        # A random mask head predicts probabilities of ~0.5 everywhere, where float
+        # rounding flips the 0.5 threshold; a trained one is confident, as these logits.
+        mask_head.predictor.weight.data.mul_(30.0)
+    torch.save({"model": model.state_dict()}, str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, toy_set):
     """family -> a checkpoint of the tiny model (fixed seed, random norm statistics)."""
     root = tmp_path_factory.mktemp("checkpoints")
-    paths = {}
-    for family, config in FAMILIES.items():
-        torch.manual_seed(0)
-        model = _randomize_norms(build_model(get_resnest_cfg(config, _opts(family))))
-        mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
-        if mask_head is not None:
-            # A random mask head predicts probabilities of ~0.5 everywhere, where float
-            # rounding flips the 0.5 threshold; a trained one is confident, as these logits.
-            mask_head.predictor.weight.data.mul_(30.0)
-        paths[family] = str(root / f"{family}.pth")
-        torch.save({"model": model.state_dict()}, paths[family])
-    return paths
+    return {
+        family: save_test_checkpoint(config, _opts(family), root / f"{family}.pth")
+        for family, config in FAMILIES.items()
+    }
 
 
 def _export(tool, family, weights, output, fmt="onnx", method="tracing", *extra, sample=None):

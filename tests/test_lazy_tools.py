@@ -8,14 +8,12 @@ import textwrap
 
 import pytest
 import torch
-from detectron2.modeling import build_model
 
 from detection_helpers import CONFIGS, load_tool
-from resnest_dense import get_resnest_cfg
 from resnest_dense.engine import build_predictor, load_config
 from resnest_dense.engine.lazy import lazy_test_model
 from resnest_dense.export import ExportedPredictor, read_metadata
-from test_export import _images, _randomize_norms, assert_matches_pytorch
+from test_export import _images, assert_matches_pytorch, save_test_checkpoint
 
 LAZY = os.path.join(CONFIGS, "lazy")
 # family -> (YAML, LazyConfig twin): the toy schedules, small enough to run on CPU.
@@ -23,8 +21,6 @@ PAIRS = {
     "mask": "quick_schedules/toy_mask_rcnn_S14_FPN",
     "deeplabv3": "quick_schedules/toy_deeplabv3_S14_OS8",
 }
-# Small test images: the test resize of the toy configs is kept (short side 160 / none).
-SIZE_OPTS = {"mask": [], "deeplabv3": []}
 
 
 def _yaml(family: str) -> str:
@@ -46,18 +42,10 @@ def weights(tmp_path_factory):
     """family -> a checkpoint of the YAML model (fixed seed, random norm statistics, a confident
     mask head), which the twin must load strictly."""
     root = tmp_path_factory.mktemp("lazy_tools")
-    paths = {}
-    for family in PAIRS:
-        torch.manual_seed(0)
-        model = _randomize_norms(
-            build_model(get_resnest_cfg(_yaml(family), ["MODEL.DEVICE", "cpu"]))
-        )
-        mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
-        if mask_head is not None:
-            mask_head.predictor.weight.data.mul_(30.0)
-        paths[family] = str(root / f"{family}.pth")
-        torch.save({"model": model.state_dict()}, paths[family])
-    return paths
+    return {
+        family: save_test_checkpoint(_yaml(family), ["MODEL.DEVICE", "cpu"], root / f"{family}.pth")
+        for family in PAIRS
+    }
 
 
 def _predictor(config: str, weights: str, score_thresh=None):
