@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+import yaml
 from detectron2.config import CfgNode, LazyConfig, get_cfg
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -183,6 +184,7 @@ def merge_config(cfg: CfgNode, config_file: Optional[str], opts: Sequence[str] =
     Raises:
         MissingFileError: ``config_file`` does not exist.
         ConfigKeyError: an unknown key, naming the file or the command line it came from.
+        StartupError: the file is not valid YAML, or a value has the wrong type.
     """
     if config_file is not None:
         if not config_file:
@@ -196,6 +198,11 @@ def merge_config(cfg: CfgNode, config_file: Optional[str], opts: Sequence[str] =
             raise ConfigKeyError(f"{message} (in config file {config_file})") from e
         except ValueError as e:  # yacs: a value of the wrong type
             raise StartupError(f"{e} (in config file {config_file})") from e
+        except yaml.YAMLError as e:  # names the file (or its _BASE_) and the line
+            raise StartupError(
+                f"Config file {config_file!r} is not valid YAML: {e}. Fix the file (an "
+                "unclosed bracket or quote, or a tab in the indentation, are the usual causes)."
+            ) from e
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in a list
@@ -350,12 +357,22 @@ def get_lazy_cfg(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
 
     Raises:
         MissingFileError: ``config_file`` does not exist.
-        StartupError: an override is not of the form ``a.b=c``.
+        StartupError: the file does not load (its Python error named), or an override is not of
+            the form ``a.b=c``.
         ConfigKeyError: an override names a key the config does not have (closest keys named).
     """
     if not os.path.isfile(config_file):
         raise MissingFileError(f"Config file {config_file!r} does not exist")
-    cfg = LazyConfig.load(config_file)
+    try:
+        cfg = LazyConfig.load(config_file)
+    except Exception as e:  # the file is Python: any error in it is the config's
+        cause = e.__cause__ if isinstance(e.__cause__, SyntaxError) else e
+        where = f"line {cause.lineno}: " if isinstance(cause, SyntaxError) else ""
+        what = cause.msg if isinstance(cause, SyntaxError) else f"{type(cause).__name__}: {cause}"
+        raise StartupError(
+            f"LazyConfig file {config_file!r} cannot be loaded: {where}{what}. Fix the file "
+            "(it is Python, run by detectron2's LazyConfig.load)."
+        ) from e
     keys = None
     for override in overrides:
         key, sep, _ = override.partition("=")

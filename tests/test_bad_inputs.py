@@ -274,3 +274,24 @@ def test_coco_format_data_missing(tmp_path, caplog, purpose):
         cfg = load_config(config, opts, purpose="demo", allow_random_weights=True)
         assert cfg.DATASETS.TEST == ("gone_train",)
         assert "of dataset 'gone_train' do(es) not exist; not registered" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("unclosed.yaml", "MODEL:\n  WEIGHTS: [\n", ["is not valid YAML", "line 3"]),
+        ("tab.yaml", "MODEL:\n\tWEIGHTS: ''\n", ["is not valid YAML", "line 2"]),
+        ("unclosed.py", "x = 1\ny = (\n", ["cannot be loaded", "line 2", "never closed"]),
+        ("imports.py", "import no_such_module\n", ["ModuleNotFoundError", "no_such_module"]),
+    ],
+)
+@pytest.mark.parametrize("purpose", ["train", "demo"])
+def test_malformed_config_file_is_named_before_any_work(tmp_path, name, text, expected, purpose):
+    """A config file that does not parse is a start-up error naming the file and the line (the
+    tools print it as "Refusing to ...", exit code 2), not a traceback."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(StartupError) as e:
+        load_config(str(path), purpose=purpose)
+    message = str(e.value)
+    assert str(path) in message and all(x in message for x in expected), message
