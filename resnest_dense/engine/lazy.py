@@ -281,8 +281,8 @@ def lazy_run_config(lazy: DictConfig) -> LazyRunConfig:
     missing = [k for k in _REQUIRED if OmegaConf.select(lazy, k, default=_MISSING) is _MISSING]
     if missing:
         raise StartupError(
-            f"The LazyConfig lacks {', '.join(missing)}: tools/lazyconfig_train_net.py needs "
-            "model, optimizer, lr_multiplier, train (detectron2's common/train.py) and "
+            f"The LazyConfig lacks {', '.join(missing)}: the tools read a LazyConfig in "
+            "detectron2's layout (as its lazyconfig_train_net.py does): model, optimizer, lr_multiplier, train (detectron2's common/train.py) and "
             "dataloader.train / .test built like detectron2's common/data/coco.py (see "
             "configs/lazy/ and docs/configs.md)."
         )
