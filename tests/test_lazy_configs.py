@@ -23,9 +23,11 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetMapper
-from detectron2.modeling import build_model
+from detectron2.modeling import RetinaNet, build_model
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.solver import LRMultiplier
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 from torch import nn
 
 from detection_helpers import CONFIGS, load_tool, train_net_args
@@ -62,12 +64,7 @@ FAST = [p for p in TWINS if "quick_schedules" in p]
 
 # YAML leaves that deliberately have no LazyConfig twin (configs/<dir>/<name>.yaml -> reason);
 # a new YAML leaf needs a twin or a line here.
-_RETINANET = "RetinaNet arrived in session 5 with YAML configs only; a twin is still to write"
-WITHOUT_TWIN = {
-    f"COCO-Detection/retinanet_{backbone}_FPN_syncbn_range-scale_1x.yaml": _RETINANET
-    for backbone in ("R_50", "R_101", "ResNeSt_50", "ResNeSt_101")
-}
-WITHOUT_TWIN["quick_schedules/toy_retinanet_S14_FPN.yaml"] = _RETINANET
+WITHOUT_TWIN = {}
 
 
 def _yaml_leaves():
@@ -84,7 +81,7 @@ def test_every_lazy_leaf_has_a_yaml_twin_or_is_a_new_baseline():
     for leaf in _leaves():
         twin = _yaml_twin(os.path.join(LAZY, leaf))
         assert os.path.isfile(twin) or leaf.startswith("new_baselines"), (leaf, twin)
-    assert len(TWINS) >= 47, TWINS
+    assert len(TWINS) >= 52, TWINS
 
 
 def test_every_yaml_leaf_has_a_lazy_twin_or_a_reason():
@@ -140,6 +137,8 @@ def _outputs(model, image):
 def _prepare(model):
     """Eval mode, every detection kept, segmentation at the input size (fast)."""
     model.eval()
+    if isinstance(model, RetinaNet):
+        model.test_score_thresh = 0.0
     for module in model.modules():
         if isinstance(module, FastRCNNOutputLayers):
             module.test_score_thresh = 0.0
@@ -162,6 +161,10 @@ def _assert_same_model(leaf: str, yaml_opts=(), lazy_overrides=()) -> None:
     assert {name: type(m) for name, m in lazy_model.named_modules()} == classes
     reference = yaml_model.state_dict()
     state = lazy_model.state_dict()
+    if isinstance(yaml_model, RetinaNet):
+        # The focal-loss prior: the classifier's initial bias (loading the weights replaces it).
+        bias = "head.cls_score.bias"
+        torch.testing.assert_close(state[bias], reference[bias], rtol=0, atol=0)
     assert list(state) == list(reference)
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.items()}
     lazy_model.load_state_dict(reference, strict=True)
@@ -173,6 +176,31 @@ def _assert_same_model(leaf: str, yaml_opts=(), lazy_overrides=()) -> None:
     assert all(expected[k].numel() for k in expected if k.startswith("feature"))
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    if isinstance(yaml_model, RetinaNet):
+        _assert_same_retinanet_training(yaml_model, lazy_model, image)
+
+
+def _assert_same_retinanet_training(yaml_model, lazy_model, image) -> None:
+    """The same RetinaNet losses on ``image`` (twice) with three boxes: anchor matching (IoU thresholds,
+    low-quality matches), box coding, focal loss (alpha, gamma), box loss (type, beta) and the
+    foreground normaliser, which the predictions do not exercise. Also the focal-loss prior,
+    which the loaded weights replace: in the bias each model was built with."""
+    names = ("focal_loss_alpha", "focal_loss_gamma", "smooth_l1_beta", "box_reg_loss_type")
+    assert [getattr(lazy_model, n) for n in names] == [getattr(yaml_model, n) for n in names]
+    instances = Instances(tuple(image.shape[1:]))
+    # The thin third box overlaps no anchor by IoU 0.5: found by low-quality matching only.
+    boxes = [[4.0, 6.0, 40.0, 30.0], [50.0, 20.0, 90.0, 60.0], [10.0, 40.0, 60.0, 44.0]]
+    instances.gt_boxes = Boxes(torch.tensor(boxes))
+    instances.gt_classes = torch.tensor([0, yaml_model.num_classes - 1, 0])
+    losses = []
+    for model in (yaml_model, lazy_model):
+        model.train()
+        with EventStorage(0), torch.no_grad():
+            # Two images: split attention's batch norm on pooled features needs a batch > 1.
+            losses.append(model([{"image": image, "instances": instances}] * 2))
+    assert losses[0].keys() == losses[1].keys() == {"loss_cls", "loss_box_reg"}
+    for key in losses[0]:
+        torch.testing.assert_close(losses[1][key], losses[0][key], rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +219,8 @@ TINY = {
     "Cityscapes-SemanticSegmentation/deeplabv3plus_S_101_OS8_syncbn_80k.py": "model.backbone.depth",
     "PascalContext-SemanticSegmentation/deeplabv3_S_50_OS8_syncbn_80ep.py": "model.backbone.depth",
     "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.py": "model.backbone.bottom_up.depth",
+    "COCO-Detection/retinanet_ResNeSt_50_FPN_syncbn_range-scale_1x.py": "model.backbone.bottom_up.depth",
+    "COCO-Detection/retinanet_R_50_FPN_syncbn_range-scale_1x.py": "model.backbone.bottom_up.stages.depth",
     "COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_200_FPN_syncBN_all_tricks_3x.py": "model.backbone.bottom_up.depth",
     "COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.py": "model.backbone.bottom_up.depth",
 }  # fmt: skip
@@ -201,6 +231,10 @@ def test_tiny_variant_builds_the_model_of_its_yaml_twin(leaf):
     depth = 50 if TINY[leaf].endswith("stages.depth") else 14
     yaml_opts, overrides = ["MODEL.RESNETS.DEPTH", depth], [f"{TINY[leaf]}={depth}"]
     model = LazyConfig.load(os.path.join(LAZY, leaf)).model
+    if model._target_ is RetinaNet:
+        # 100 candidates per level and 10 detections instead of 1000 / 100 (time, as below).
+        yaml_opts += ["MODEL.RETINANET.TOPK_CANDIDATES_TEST", 100, "TEST.DETECTIONS_PER_IMAGE", 10]
+        overrides += ["model.test_topk_candidates=100", "model.max_detections_per_image=10"]
     if "proposal_generator" in model:
         # 100 / 50 test proposals and 10 detections instead of 1000 / 1000 / 100: the cascade
         # stages and the 8-conv mask head take ~20 s on 2 shared cores at the file's numbers;
@@ -274,6 +308,15 @@ VIEW_KEYS = [
     "MODEL.RESNETS.DEFORM_NUM_GROUPS", "INPUT.MIN_SIZE_TEST", "TEST.SEM_SEG.SCALES",
     "TEST.SEM_SEG.FLIP", "TEST.SEM_SEG.BASE_SIZE", "TEST.SEM_SEG.CROP_SIZE",
 ]  # fmt: skip
+# Keys only one detector family reads (by MODEL.META_ARCHITECTURE): RetinaNet's classes and test
+# settings (the class-count check, the predictor's threshold).
+FAMILY_VIEW_KEYS = {
+    "RetinaNet": [
+        "MODEL.RETINANET.NUM_CLASSES", "MODEL.RETINANET.SCORE_THRESH_TEST",
+        "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "MODEL.RETINANET.NMS_THRESH_TEST",
+        "TEST.DETECTIONS_PER_IMAGE",
+    ],
+}  # fmt: skip
 # YAML keys a LazyConfig cannot state (docs/configs.md), per twin that sets them.
 INEXPRESSIBLE = {
     # detectron2 0.7.2's TTA wrapper cannot call PanopticFPN: the YAML evaluates without it too.
@@ -344,6 +387,7 @@ def test_lazy_leaf_states_the_recipe_of_its_yaml_twin(leaf):
     if yaml_cfg.INPUT.MIN_SIZE_TEST:  # with no test resize the maximum is not used
         keys.append("INPUT.MAX_SIZE_TEST")
     assert view.TEST.SEM_SEG.STRIDE_RATE == pytest.approx(yaml_cfg.TEST.SEM_SEG.STRIDE_RATE)
+    keys += FAMILY_VIEW_KEYS.get(yaml_cfg.MODEL.META_ARCHITECTURE, [])
     if not is_semantic_segmentation(yaml_cfg):
         # Semantic labels have no annotations to filter; the flag only matters for R-CNN data.
         keys.append("DATALOADER.FILTER_EMPTY_ANNOTATIONS")
@@ -477,6 +521,31 @@ def test_eval_only_startup_checks_coco_twin_as_its_yaml(tmp_path, monkeypatch):
     error = _eval_only_setup(lazy, *lazy_opts)
     assert error == in_lazy_terms(_eval_only_setup(yaml, *yaml_opts))
     assert "coco_2017_val" in error and "instances_val2017.json" in error
+
+
+@pytest.mark.usefixtures("toy_set")  # conftest.py: dettest_{train,val}, 3 classes
+def test_eval_only_startup_checks_retinanet_class_count_as_its_yaml(tmp_path):
+    """``--eval-only`` of the toy RetinaNet twin reads its classes from ``model.num_classes``
+    (the YAML's ``MODEL.RETINANET.NUM_CLASSES``): accepted at 3 on the 3-class toy set, refused
+    at 5 with the YAML's error in the LazyConfig's terms."""
+    from detection_helpers import TOY_PREFIX
+
+    leaf = "quick_schedules/toy_retinanet_S14_FPN.py"
+    lazy, yaml = os.path.join(LAZY, leaf), _yaml_twin(os.path.join(LAZY, leaf))
+    data = ["DATASETS.TRAIN", (f"{TOY_PREFIX}_train",), "DATASETS.TEST", (f"{TOY_PREFIX}_val",)]
+    yaml_opts = [*data, "OUTPUT_DIR", tmp_path / "yaml"]
+    lazy_opts = [
+        f"dataloader.train.dataset.names={TOY_PREFIX}_train",
+        f"dataloader.test.dataset.names={TOY_PREFIX}_val",
+        f"train.output_dir={tmp_path / 'lazy'}",
+    ]
+    assert _eval_only_setup(yaml, *yaml_opts) == _eval_only_setup(lazy, *lazy_opts) == ""
+
+    error = _eval_only_setup(lazy, *lazy_opts, "model.num_classes=5")
+    yaml_error = _eval_only_setup(yaml, *yaml_opts, "MODEL.RETINANET.NUM_CLASSES", 5)
+    assert yaml_error.startswith("DataCheckError") and "MODEL.RETINANET.NUM_CLASSES=5" in yaml_error
+    assert error == in_lazy_terms(yaml_error)
+    assert "model.num_classes=5" in error and "Set model.num_classes 3" in error
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,10 @@ LazyConfig                                      YAML key
 ``model`` class name                            ``MODEL.META_ARCHITECTURE``
 ``model.roi_heads.num_classes`` / mask head     ``MODEL.ROI_HEADS.NUM_CLASSES`` / ``MASK_ON``
 ``model.sem_seg_head.num_classes`` / ignore     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` / ``IGNORE_VALUE``
+RetinaNet ``model.num_classes``                 ``MODEL.RETINANET.NUM_CLASSES``
+RetinaNet ``model.test_topk_candidates``        ``MODEL.RETINANET.TOPK_CANDIDATES_TEST``
+RetinaNet ``model.test_nms_thresh``             ``MODEL.RETINANET.NMS_THRESH_TEST``
+RetinaNet ``model.max_detections_per_image``    ``TEST.DETECTIONS_PER_IMAGE``
 first ``norm`` of the backbone (bottom-up)      ``MODEL.RESNETS.NORM``; FPN ``norm``: ``FPN.NORM``
 ``model.roi_heads`` / ``.proposal_generator``   ``MODEL.ROI_HEADS.NAME`` / ``PROPOSAL_GENERATOR.NAME``
   class names; ``.keypoint_head``               ``MODEL.KEYPOINT_ON``
@@ -112,6 +116,8 @@ LAZY_KEYS = {
     "DATASETS.TEST": "dataloader.test.dataset.names",
     "MODEL.RESNETS.NORM": "the backbone's norm",
     "MODEL.ROI_HEADS.NUM_CLASSES": "model.roi_heads.num_classes",
+    "MODEL.RETINANET.NUM_CLASSES": "model.num_classes",
+    "MODEL.RETINANET.SCORE_THRESH_TEST": "model.test_score_thresh",
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES": "model.sem_seg_head.num_classes",
     "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": "model.sem_seg_head.ignore_value",
     "MODEL.MASK_ON": "model.roi_heads.mask_head",
@@ -272,6 +278,16 @@ def _view_test_time(cfg: CfgNode, lazy: DictConfig) -> Dict[str, str]:
     return {}
 
 
+def _set_retinanet_keys(cfg: CfgNode, model: DictConfig) -> None:
+    """RetinaNet's classes (the start-up class-count check) and test settings in its
+    ``MODEL.RETINANET`` keys (its score threshold: :func:`_view_test_time`)."""
+    r = cfg.MODEL.RETINANET
+    r.NUM_CLASSES = int(model.num_classes)
+    r.TOPK_CANDIDATES_TEST = int(_argument(model, "test_topk_candidates"))
+    r.NMS_THRESH_TEST = float(_argument(model, "test_nms_thresh"))
+    cfg.TEST.DETECTIONS_PER_IMAGE = int(_argument(model, "max_detections_per_image"))
+
+
 def lazy_run_config(lazy: DictConfig) -> LazyRunConfig:
     """The :class:`LazyRunConfig` of ``lazy`` (a loaded LazyConfig with overrides applied).
 
@@ -295,6 +311,8 @@ def lazy_run_config(lazy: DictConfig) -> LazyRunConfig:
     if isinstance(roi_heads, DictConfig):
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = int(roi_heads.num_classes)
         cfg.MODEL.MASK_ON = roi_heads.get("mask_head") is not None
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        _set_retinanet_keys(cfg, model)
     head = model.get("sem_seg_head")
     if isinstance(head, DictConfig):
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = int(head.num_classes)
