@@ -323,7 +323,9 @@ def check_results_match(
         height, width = sizes[entry["image_id"]]
         x, y, w, h = entry["bbox"]
         rle_size = (entry.get("segmentation") or {}).get("size")
-        outside = x + w > width + _BOX_SLACK or y + h > height + _BOX_SLACK
+        outside = (
+            min(x, y) < -_BOX_SLACK or x + w > width + _BOX_SLACK or y + h > height + _BOX_SLACK
+        )
         if outside or (rle_size is not None and tuple(rle_size) != (height, width)):
             what = f"mask size {rle_size}" if not outside else f"bbox {entry['bbox']}"
             raise _results_error(
