@@ -24,6 +24,7 @@ of the data (a PNG written into an ``image_root`` would become a training image 
 annotations, or a ``SEM_SEG_FORMAT`` image without a label, the next time the set is loaded).
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -171,6 +172,19 @@ def training_metadata(cfg):
 # --------------------------------------------------------------------------- drawing
 
 
+@contextlib.contextmanager
+def _fixed_colours() -> Iterator[None]:
+    """detectron2's ``Visualizer`` picks instance colours from numpy's global RNG: seed it for
+    each drawing (state restored), so the same data draw the same PNG in every run and config
+    (e.g. a LazyConfig and its YAML twin)."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def draw_record(record: Dict, metadata) -> np.ndarray:
     """A dataset dict drawn over its image (detectron2's ``draw_dataset_dict``), (H, W, 3) RGB.
 
@@ -182,7 +196,8 @@ def draw_record(record: Dict, metadata) -> np.ndarray:
         record = dict(
             record, pan_seg=rgb_to_id(np.asarray(Image.open(record["pan_seg_file_name"])))
         )
-    return Visualizer(image, metadata).draw_dataset_dict(record).get_image()
+    with _fixed_colours():
+        return Visualizer(image, metadata).draw_dataset_dict(record).get_image()
 
 
 def draw_sample(sample: Dict, metadata, image_format: str) -> np.ndarray:
@@ -196,6 +211,11 @@ def draw_sample(sample: Dict, metadata, image_format: str) -> np.ndarray:
         image_format: ``INPUT.FORMAT`` (a LazyConfig's ``dataloader.train.mapper.image_format``).
     """
     image = convert_image_to_rgb(sample["image"].permute(1, 2, 0).cpu().numpy(), image_format)
+    with _fixed_colours():
+        return _draw_sample(image, sample, metadata)
+
+
+def _draw_sample(image: np.ndarray, sample: Dict, metadata) -> np.ndarray:
     visualizer = Visualizer(image, metadata)
     drawn = visualizer.output
     instances = sample.get("instances")
@@ -369,6 +389,8 @@ def result_instances(
 def draw_predictions(record: Dict, instances: Instances, metadata) -> np.ndarray:
     """Predictions (left) next to the ground truth (right) of one test image, (H, 2W, 3) RGB."""
     image = read_image(record["file_name"], format="RGB")
-    predicted = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
-    truth = Visualizer(image, metadata).draw_dataset_dict(record).get_image()
+    with _fixed_colours():
+        predicted = Visualizer(image, metadata).draw_instance_predictions(instances).get_image()
+    with _fixed_colours():
+        truth = Visualizer(image, metadata).draw_dataset_dict(record).get_image()
     return np.concatenate([predicted, truth], axis=1)
