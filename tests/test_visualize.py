@@ -377,3 +377,35 @@ def test_results_of_an_eval_only_run(train_net, visualize_results, tmp_path):
     drawn = [_drawn(f) for f in files]
     raw = [read_image(r["file_name"], format="RGB") for r in records]
     assert any(np.any(d[:, : r.shape[1]] != r) for d, r in zip(drawn, raw))  # predictions drawn
+
+
+def test_panoptic_png_records_are_drawn_without_panopticapi(tmp_path):
+    """detectron2's COCO panoptic dicts (``pan_seg_file_name`` + ``segments_info``) need its
+    optional ``panopticapi`` in ``draw_dataset_dict``; the PNG is decoded by the project."""
+    from detectron2.data import Metadata
+
+    from resnest_dense.data.panoptic_ids import rgb_to_id
+    from resnest_dense.data.toy_coco import TOY_CLASSES
+    from resnest_dense.data.toy_panoptic import TOY_STUFF_CLASSES, generate_toy_panoptic
+    from resnest_dense.engine.visualize import draw_record
+
+    root = generate_toy_panoptic(str(tmp_path / "pan"), num_train=1, num_val=1, seed=0)
+    with open(os.path.join(root, "annotations", "panoptic_val.json")) as f:
+        annotation = json.load(f)["annotations"][0]
+    # What detectron2's load_coco_panoptic_json makes of it (which expects .jpg images):
+    # dataset ids 1-3 things, 4-5 stuff -> contiguous 0..4.
+    names = list(TOY_CLASSES) + list(TOY_STUFF_CLASSES)
+    record = {
+        "file_name": os.path.join(root, "val", annotation["file_name"]),
+        "pan_seg_file_name": os.path.join(root, "panoptic_val", annotation["file_name"]),
+        "segments_info": [
+            dict(s, category_id=s["category_id"] - 1, isthing=s["category_id"] <= len(TOY_CLASSES))
+            for s in annotation["segments_info"]
+        ],
+    }
+    metadata = Metadata(name="pan").set(thing_classes=names, stuff_classes=names)
+    drawn = draw_record(record, metadata)
+    raw = read_image(record["file_name"], format="RGB")
+    segments = rgb_to_id(read_image(record["pan_seg_file_name"], format="RGB"))
+    changed = np.any(drawn != raw, axis=2)
+    assert changed[segments > 0].mean() > 0.9  # every segment is filled
