@@ -326,6 +326,10 @@ BAD_RESULTS = {
     ),
     "unknown-category": (lambda: _shift_category(_results(VAL, 0)), "category id(s) 11"),
     "not-a-list": (lambda: {"annotations": []}, "expected a list of COCO results"),
+    "not-results": (
+        lambda: [{"image_id": 1, "category_id": 1, "bbox": "0 0 4 4", "score": 1.0}],
+        "entry 0: bbox '0 0 4 4'",
+    ),
 }
 
 

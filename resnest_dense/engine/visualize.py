@@ -41,7 +41,6 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
 from ..data.panoptic_ids import rgb_to_id
-from ..data.validation import load_checked_dataset_dicts
 from ..errors import MissingFileError, StartupError
 from .runs import trainer_class
 
@@ -139,15 +138,7 @@ def training_records(cfg, num_images: int) -> List[Dict]:
     Raises:
         DataCheckError, StartupError: the data do not fit the config (the checks of training).
     """
-    records = load_checked_dataset_dicts(
-        cfg,
-        cfg.DATASETS.TRAIN,
-        is_train=True,
-        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=(
-            cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
-        ),
-    )
+    records = trainer_class(cfg).train_dataset_dicts(cfg)
     return records[: _count(num_images, len(records))]
 
 
@@ -270,7 +261,12 @@ def read_coco_results(path: str) -> List[Dict]:
     keys = ("image_id", "category_id", "bbox", "score")
     for index, entry in enumerate(results):
         missing = [k for k in keys if not isinstance(entry, Mapping) or k not in entry]
-        if missing or len(entry["bbox"]) != 4:
+        bad_box = not missing and (
+            not isinstance(entry["bbox"], list)
+            or len(entry["bbox"]) != 4
+            or not all(isinstance(v, (int, float)) for v in entry["bbox"])
+        )
+        if missing or bad_box:
             what = f"no {', '.join(missing)}" if missing else f"bbox {entry['bbox']!r}"
             raise _results_error(
                 path,
