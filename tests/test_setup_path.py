@@ -104,6 +104,18 @@ TOOLS = {
         ),
         "eval",
     ),
+    "visualize_data": (
+        lambda: load_tool("visualize_data").main(
+            ["--source", "annotation", "--config-file", CONFIG, "--output-dir", "x"]
+        ),
+        "train",
+    ),
+    "visualize_json_results": (
+        lambda: load_tool("visualize_json_results").main(
+            ["--config-file", CONFIG, "--output", "x"]
+        ),
+        "eval",
+    ),
     "export_model": (
         lambda: load_tool("deploy/export_model").main(
             ["--config-file", CONFIG, "--output", "m.onnx", "MODEL.DEVICE", "cpu"]

@@ -9,7 +9,7 @@ import os
 import random
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -267,15 +267,11 @@ class Trainer(DefaultTrainer):
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode, mapper: Optional[Callable] = None):
-        """detectron2's train loader with the image checks, the corrupt-image policy and, for
-        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream.
-
-        Args:
-            cfg: the run's config.
-            mapper: the dataset mapper (a LazyConfig's); default: built from ``cfg``.
-        """
-        dicts = load_checked_dataset_dicts(
+    def train_dataset_dicts(cls, cfg: CfgNode) -> List[Dict]:
+        """The training dicts the train loader samples from: ``DATASETS.TRAIN`` checked
+        (:func:`~resnest_dense.data.validation.load_checked_dataset_dicts`) and filtered as
+        detectron2's loader filters them (empty images, few keypoints)."""
+        return load_checked_dataset_dicts(
             cfg,
             cfg.DATASETS.TRAIN,
             is_train=True,
@@ -285,6 +281,17 @@ class Trainer(DefaultTrainer):
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, mapper: Optional[Callable] = None):
+        """detectron2's train loader with the image checks, the corrupt-image policy and, for
+        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``, the resumable data stream.
+
+        Args:
+            cfg: the run's config.
+            mapper: the dataset mapper (a LazyConfig's); default: built from ``cfg``.
+        """
+        dicts = cls.train_dataset_dicts(cfg)
         if mapper is None and is_semantic_segmentation(cfg):
             mapper = build_semseg_train_mapper(cfg)
         elif mapper is None:

@@ -43,6 +43,7 @@ __all__ = [
     "check_outputs",
     "list_image_inputs",
     "read_image_bgr",
+    "unique_stems",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,19 @@ def list_image_inputs(inputs: Sequence[str]) -> List[ImageInput]:
             if key not in seen:
                 seen.add(key)
                 paths.append(path)
+    return [ImageInput(path, stem) for path, stem in zip(paths, unique_stems(paths))]
+
+
+def unique_stems(paths: Sequence[str]) -> List[str]:
+    """The output stem of each path: its file name without the extension, ``x-2``, ``x-3``, ...
+    for later paths whose stem an earlier one has (case-insensitively; module docstring).
+
+    Args:
+        paths: files in output order (a path may repeat, e.g. an image drawn twice).
+
+    Returns:
+        One stem per path, no two equal case-insensitively.
+    """
     natural = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     # A suffixed stem must not take the natural stem of a later input either.
     natural_keys = {s.casefold() for s in natural}
@@ -150,7 +164,7 @@ def list_image_inputs(inputs: Sequence[str]) -> List[ImageInput]:
                 "%s has the output name %r of an earlier input: written as %r.", path, stem, unique
             )
         used.add(unique.casefold())
-        result.append(ImageInput(path, unique))
+        result.append(unique)
     return result
 
 
