@@ -241,9 +241,9 @@ def image_input(cfg: CfgNode, image_bgr: np.ndarray) -> Dict[str, Any]:
     return {"image": tensor, "height": height, "width": width}
 
 
-def analysis_model(cfg: CfgNode) -> Tuple[torch.nn.Module, List[str]]:
-    """The model of ``cfg`` (YAML or LazyConfig view) with random weights, in eval mode, set up
-    so that its counts are defined by the input alone (``cfg`` is not changed).
+def analysis_model(cfg: CfgNode, seed: int = 0) -> Tuple[torch.nn.Module, List[str]]:
+    """The model of ``cfg`` (YAML or LazyConfig view) with random weights drawn from ``seed``, in
+    eval mode, set up so that its counts are defined by the input alone (``cfg`` is not changed).
 
     * A semantic segmentor runs one pass on the whole input (``TEST.SEM_SEG`` scales [1.0], no
       flip, no resize, no sliding window): the configured test procedure costs this times its
@@ -271,10 +271,8 @@ def analysis_model(cfg: CfgNode) -> Tuple[torch.nn.Module, List[str]]:
         key = score_thresh_key(cfg)
         section, name = key.split(".")[1:]
         cfg.MODEL[section][name] = 0.0
-        notes.append(
-            f"random weights; {key} 0 so the heads run on the full TEST.DETECTIONS_PER_IMAGE "
-            f"({cfg.TEST.DETECTIONS_PER_IMAGE}) budget"
-        )
+    # Random weights decide how many proposals survive the RPN's NMS: seeded, a count repeats.
+    torch.manual_seed(seed)
     if not is_lazy_run(cfg):
         model = build_model(cfg)
     else:
@@ -282,7 +280,22 @@ def analysis_model(cfg: CfgNode) -> Tuple[torch.nn.Module, List[str]]:
         if is_semantic_segmentation(cfg):
             lazy.update(single)
         model = instantiate(lazy).to(torch.device(cfg.MODEL.DEVICE))
+    if not is_semantic_segmentation(cfg):
+        notes.append(
+            f"random weights; score threshold 0 ({key}) so the heads run on the full detection "
+            f"budget ({_detection_budget(model)} per image)"
+        )
     return model.eval(), notes
+
+
+def _detection_budget(model: torch.nn.Module) -> Optional[int]:
+    """Detections per image of an R-CNN (its last box predictor's) or RetinaNet."""
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if isinstance(predictor, torch.nn.ModuleList):  # cascade stages
+        predictor = predictor[-1]
+    if predictor is not None:
+        return predictor.test_topk_per_image
+    return getattr(model, "max_detections_per_image", None)
 
 
 def check_size(size: Optional[Sequence[int]]) -> None:
