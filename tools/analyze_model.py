@@ -52,19 +52,22 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML or .py")
-    parser.add_argument("--tasks", nargs="+", required=True, choices=TASKS, metavar="TASK",
-                        help=f"one or more of {', '.join(TASKS)}")  # fmt: skip
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
-                        help="count on one synthetic H x W image (as the network sees it)")  # fmt: skip
-    parser.add_argument("--input", nargs="+", metavar="IMAGE",
-                        help="count on these images (files, folders, globs), averaged")  # fmt: skip
+    parser.add_argument(
+        "--tasks", nargs="+", required=True, choices=TASKS, help="one or more of %(choices)s"
+    )
+    parser.add_argument(
+        "--size", nargs=2, type=int, metavar=("H", "W"), help="one synthetic H x W image"
+    )
+    parser.add_argument(
+        "--input", nargs="+", metavar="IMAGE", help="image files / folders / globs (averaged)"
+    )
     parser.add_argument("--output", metavar="FILE.json", help="also write the numbers here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE / a.b=c overrides")
     return parser
 
 
-def _g(x: float) -> str:
-    return f"{x / 1e9:.2f}"
+def _mean(counts, table: str, key: str) -> float:
+    return float(np.mean([getattr(c, table).get(key, 0.0) for c in counts])) / 1e9
 
 
 def _flop_report(counts) -> Dict:
@@ -79,28 +82,26 @@ def _flop_report(counts) -> Dict:
         "gflops_mean": float(np.mean(totals)) / 1e9,
         "gflops_std": float(np.std(totals)) / 1e9,
         "gflops_per_image": [t / 1e9 for t in totals],
-        "gflops_by_module": {m: np.mean([c.by_module.get(m, 0) for c in counts]) / 1e9
-                             for m in modules},  # fmt: skip
-        "gflops_by_operator": {o: np.mean([c.by_operator.get(o, 0) for c in counts]) / 1e9
-                               for o in operators},  # fmt: skip
+        "gflops_by_module": {m: _mean(counts, "by_module", m) for m in modules},
+        "gflops_by_operator": {o: _mean(counts, "by_operator", o) for o in operators},
         "skipped_operators": skipped,
         "boxes_per_image": [c.boxes for c in counts],
     }
 
 
 def _log_flops(report: Dict, n: int) -> None:
-    lines = [f"FLOPs (GFLOPs, 1 multiply-add = 1 flop), mean of {n} input(s):",
-             "| part | GFLOPs |", "|---|---|"]  # fmt: skip
+    lines = [f"GFLOPs (1 multiply-add = 1 flop), mean of {n} input(s):", "| part | GFLOPs |"]
+    lines.append("|---|---|")
     lines += [f"| {m} | {v:.2f} |" for m, v in report["gflops_by_module"].items()]
     lines.append(f"| total | {report['gflops_mean']:.2f} ± {report['gflops_std']:.2f} |")
-    lines.append("by operator: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in report["gflops_by_operator"].items()))  # fmt: skip
+    operators = report["gflops_by_operator"].items()
+    lines.append("by operator: " + ", ".join(f"{k} {v:.2f}" for k, v in operators))
     if report["skipped_operators"]:
         lines.append("not counted (no flop handle): " + ", ".join(report["skipped_operators"]))
     boxes = [b for b in report["boxes_per_image"] if b]
     if boxes:
-        lines.append("proposals / detections per image: " + ", ".join(
-            f"{b.get('proposals', '-')} / {b.get('detections', '-')}" for b in boxes))  # fmt: skip
+        counts = ", ".join(f"{b.get('proposals', '-')} / {b.get('detections', '-')}" for b in boxes)
+        lines.append("proposals / detections per image: " + counts)
     logger.info("\n".join(lines))
 
 
