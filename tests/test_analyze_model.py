@@ -74,7 +74,10 @@ def test_resnest14_backbone_equals_timm_small():
         "resnest14d", pretrained=False, features_only=True, out_indices=(1, 2, 3, 4)
     )
     x = torch.zeros(1, 3, 64, 96)
-    assert module_flops(ours, 64, 96) == _fvcore_total(reference, x)
+    flops = count_flops(ours, x, warn=False)
+    assert flops.total == module_flops(ours, 64, 96) == _fvcore_total(reference, x)
+    assert set(flops.by_module) == {"stem", "res2", "res3", "res4", "res5"}
+    assert sum(flops.by_module.values()) == flops.total
 
 
 def test_r50_baseline_backbone_equals_detectron2_resnet50():

@@ -133,14 +133,13 @@ def count_flops(model: torch.nn.Module, inputs: Any, warn: bool = True) -> FlopC
             analysis = FlopCountAnalysis(model, inputs)
             analysis.unsupported_ops_warnings(warn).uncalled_modules_warnings(warn)
             total = float(analysis.total())
-            # TracingAdapter wraps the model as "model": its children are the top level.
-            prefix = "model." if _batched(model, inputs) else ""
+            # detectron2 wraps every model in a TracingAdapter named "model": its children are
+            # the top level.
             by_module = {
-                name[len(prefix) :]: float(v)
+                name[len("model.") :]: float(v)
                 for name, v in analysis.by_module().items()
-                if name.startswith(prefix) and name.count(".") == prefix.count(".") and name
+                if name.startswith("model.") and name.count(".") == 1
             }
-            by_module = {k: v for k, v in by_module.items() if k}
             by_operator = {k: float(v) for k, v in analysis.by_operator().items()}
             skipped = {k: int(v) for k, v in analysis.unsupported_ops().items()}
     finally:
