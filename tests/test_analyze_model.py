@@ -114,6 +114,7 @@ def test_yaml_and_lazy_twin_give_identical_counts():
     assert yaml_flops == lazy_flops
     assert yaml_params == lazy_params
     assert yaml_notes == lazy_notes
+    assert "budget (20 per image)" in yaml_notes[-1]
     # Score threshold 0: the mask head runs on the full detection budget of the config.
     assert yaml_flops.boxes["detections"] == 20
     assert yaml_flops.by_module["roi_heads"] > 0

@@ -251,12 +251,19 @@ def analysis_model(cfg: CfgNode, seed: int = 0) -> Tuple[torch.nn.Module, List[s
       ``TEST.DETECTIONS_PER_IMAGE`` budget: random weights would otherwise give an arbitrary
       number of detections (usually none) and no mask-head cost.
 
+    ``MODEL.WEIGHTS`` is not loaded (a note says so): the counts above do not depend on it.
+
     Returns:
         The model and one line per such setting (for the report).
     """
     cfg = copy.deepcopy(cfg)
     cfg.defrost()
     notes = []
+    if cfg.MODEL.WEIGHTS:
+        notes.append(
+            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} not loaded: counts need no weights (random, seed "
+            f"{seed})"
+        )
     if is_semantic_segmentation(cfg):
         single = {"scales": [1.0], "flip": False, "base_size": 0, "crop_size": 0}
         t = cfg.TEST.SEM_SEG
