@@ -16,7 +16,7 @@ from detectron2.modeling import build_backbone, build_resnet_backbone
 from fvcore.nn import FlopCountAnalysis
 
 from resnest_dense.checkpoint import build_variant_backbone
-from resnest_dense.engine import count_flops, count_parameters, load_config
+from resnest_dense.engine import count_activations, count_flops, count_parameters, load_config
 from resnest_dense.engine.analysis import (
     analysis_model,
     default_size,
@@ -30,6 +30,7 @@ from detection_helpers import CONFIGS, load_tool
 
 TOY = os.path.join(CONFIGS, "quick_schedules", "toy_mask_rcnn_S14_FPN.yaml")
 TOY_LAZY = os.path.join(CONFIGS, "lazy", "quick_schedules", "toy_mask_rcnn_S14_FPN.py")
+TOY_PANOPTIC = os.path.join(CONFIGS, "quick_schedules", "toy_panoptic_fpn_S14.yaml")
 TOY_SEG = os.path.join(CONFIGS, "quick_schedules", "toy_deeplabv3_S14_OS8.yaml")
 R50 = os.path.join(CONFIGS, "COCO-Detection", "faster_rcnn_R_50_FPN_syncbn_range-scale_1x.yaml")
 ADE_S50 = os.path.join(
@@ -92,6 +93,31 @@ def test_r50_baseline_backbone_equals_detectron2_resnet50():
     got = module_flops(bottom_up, 128, 160)
     assert got == _fvcore_total(reference, torch.zeros(1, 3, 128, 160))
     assert count_parameters(bottom_up)[""] == sum(p.numel() for p in reference.parameters())
+
+
+def test_activations_are_conv_outputs():
+    """fvcore's activations of a backbone: the elements of every conv output."""
+    backbone = build_variant_backbone("resnest14d", norm="BN").eval()
+    outputs = []
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: outputs.append(out.numel()))
+    x = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        backbone(x)
+    want = sum(outputs)
+    outputs.clear()
+    assert count_activations(backbone, x) == {"conv": want}
+
+
+@pytest.mark.slow
+def test_panoptic_fpn_activations_and_flops():
+    """Panoptic FPN returns non-tensor outputs (segments info): both counts still trace."""
+    model, _ = analysis_model(load_config(TOY_PANOPTIC, purpose="analyze"))
+    inputs = [synthetic_input(64, 96)]
+    flops = count_flops(model, inputs, warn=False)
+    assert {"backbone", "sem_seg_head", "roi_heads"} <= set(flops.by_module)
+    assert sum(count_activations(model, inputs).values()) > 0
 
 
 def test_detector_parameters_are_the_models():

@@ -27,12 +27,9 @@ import torch
 from detectron2.config import CfgNode, instantiate
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from detectron2.utils.analysis import (
-    FlopCountAnalysis,
-    activation_count_operators,
-    parameter_count,
-)
-from fvcore.nn import activation_count
+from detectron2.export import TracingAdapter
+from detectron2.utils.analysis import FlopCountAnalysis, parameter_count
+from fvcore.nn import ActivationCountAnalysis
 
 from ..config import is_semantic_segmentation, score_thresh_key
 from .lazy import is_lazy_run, lazy_test_model
@@ -167,24 +164,27 @@ def count_activations(model: torch.nn.Module, inputs: Any) -> Dict[str, float]:
     """Activations (output elements of convs and linear layers, fvcore's definition) of one
     eval-mode pass, per operator kind.
 
+    Traced as :func:`count_flops` traces (detectron2's ``TracingAdapter`` accepting non-tensor
+    outputs, so Panoptic FPN's segments info passes; detectron2's
+    ``activation_count_operators`` refuses it).
+
     Args:
-        model, inputs: as for :func:`count_flops`; a meta-architecture takes one image.
+        model, inputs: as for :func:`count_flops`.
 
     Returns:
         Operator kind -> number of activations.
     """
     was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
-            if _batched(model, inputs):
-                counts = activation_count_operators(model, list(inputs))
-            else:
-                model.eval()
-                counts, _ = activation_count(model, (inputs,))
+            wrapper = TracingAdapter(model, inputs, allow_non_tensor=True)
+            analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            counts = analysis.by_operator()
     finally:
         model.train(was_training)
-    # fvcore reports millions.
-    return {k: float(v) * 1e6 for k, v in counts.items()}
+    return {k: float(v) for k, v in counts.items()}
 
 
 def count_parameters(model: torch.nn.Module) -> Dict[str, int]:
