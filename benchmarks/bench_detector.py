@@ -135,13 +135,11 @@ def run_worker(script: str, *args) -> dict:
 
 
 def gmacs(module: torch.nn.Module, h: int, w: int) -> float:
-    """fvcore multiply-adds (billions) of ``module`` on one ``h`` x ``w`` image."""
-    from fvcore.nn import FlopCountAnalysis
+    """Multiply-adds (billions) of ``module`` on one ``h`` x ``w`` image, counted as
+    ``tools/analyze_model.py`` counts (:func:`resnest_dense.engine.analysis.module_flops`)."""
+    from resnest_dense.engine.analysis import module_flops
 
-    counter = FlopCountAnalysis(module, torch.zeros(1, 3, h, w))
-    counter.unsupported_ops_warnings(False)
-    counter.uncalled_modules_warnings(False)
-    return counter.total() / 1e9
+    return module_flops(module, h, w) / 1e9
 
 
 def backbone_gmacs(name: str, h: int, w: int) -> float:

@@ -122,6 +122,12 @@ TOOLS = {
         ),
         "export",
     ),
+    "analyze_model": (
+        lambda: load_tool("analyze_model").main(
+            ["--tasks", "flop", "--config-file", CONFIG, "MODEL.DEVICE", "cpu"]
+        ),
+        "analyze",
+    ),
     "reproduce --smoke": (
         lambda: load_tool("reproduce").main(["--smoke", "--only", "mask_rcnn_ResNeSt_50"]),
         "train",

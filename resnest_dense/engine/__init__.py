@@ -10,11 +10,14 @@
 * :func:`build_predictor` (:mod:`.predictor`): the demos' predictor, weights loaded strictly;
 * :func:`train` / :func:`evaluate_weights` / :func:`write_results` (:mod:`.runs`): what
   ``tools/train_net.py``, ``tools/lazyconfig_train_net.py`` and ``tools/reproduce.py`` run;
+* :func:`count_flops` / :func:`count_activations` / :func:`count_parameters`
+  (:mod:`.analysis`): model complexity as ``tools/analyze_model.py`` reports it;
 * :class:`LazyTrainer` (:mod:`.lazy`): the same trainer for detectron2 LazyConfig files, whose
   YAML-key view goes through the same checks (docs/configs.md).
 """
 
 from ..errors import StartupError
+from .analysis import count_activations, count_flops, count_parameters
 from .checks import SETUP_ERRORS
 from .evaluation import build_coco_evaluator, build_evaluator, coco_eval_backend
 from .predictor import build_predictor
@@ -33,6 +36,9 @@ __all__ = [
     "build_evaluator",
     "build_predictor",
     "coco_eval_backend",
+    "count_activations",
+    "count_flops",
+    "count_parameters",
     "evaluate_weights",
     "load_config",
     "run_from_args",

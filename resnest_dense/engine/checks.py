@@ -76,8 +76,9 @@ logger = logging.getLogger(__name__)
 
 _BATCH_STAT_NORMS = {"BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N"}
 _SYNC_NORMS = _BATCH_STAT_NORMS - {"BN"}
-# What a tool does with the config: train; evaluate / run a demo / export a trained model.
-PURPOSES = ("train", "eval", "demo", "export")
+# What a tool does with the config: train; evaluate / run a demo / export a trained model;
+# analyze (count FLOPs / parameters of a randomly initialised model: no data, no weights).
+PURPOSES = ("train", "eval", "demo", "export", "analyze")
 # Registry kinds of trained models, by the model family they fit (:func:`_model_family`); a
 # segmenter of any dataset fits a segmentation config.
 _TRAINED_KINDS = {
@@ -136,10 +137,10 @@ def adapt_norms_for_device(
 ) -> List[str]:
     """Replace ``SyncBN`` by ``naiveSyncBN_N`` for multi-process CPU runs (``cfg`` mutable).
 
-    For export every synchronised norm becomes ``BN``: an exported graph is eval-only, where all
-    of them are the same affine map of the running statistics (same state-dict keys), and
-    ``nn.SyncBatchNorm`` / ``NaiveSyncBatchNorm`` call ``torch.distributed``, which
-    ``torch.jit.script`` cannot compile.
+    For export and analysis every synchronised norm becomes ``BN``: an exported graph and a
+    counted pass are eval-only, where all of them are the same affine map of the running
+    statistics (same state-dict keys), and ``nn.SyncBatchNorm`` / ``NaiveSyncBatchNorm`` call
+    ``torch.distributed``, which ``torch.jit.script`` cannot compile.
 
     Args:
         cfg: a YAML config, or a LazyConfig's ``model`` (its ``norm`` / ``conv_norm``
@@ -151,10 +152,12 @@ def adapt_norms_for_device(
     Returns:
         The keys that were changed (logged).
     """
-    if purpose == "export":
+    if purpose in ("export", "analyze"):
         changed = _replace_norms(cfg, _SYNC_NORMS, "BN")
         if changed:
-            logger.info("Export: eval-mode BN in place of synchronised norms for %s.", changed)
+            logger.info(
+                "%s: eval-mode BN in place of synchronised norms for %s.", purpose.title(), changed
+            )
         return changed
     world_size = comm.get_world_size() if world_size is None else world_size
     device = cfg.MODEL.DEVICE if device is None else device
@@ -430,8 +433,12 @@ def validate(
     resolve_device(cfg)
     adapt_norms_for_device(cfg, world_size, purpose=purpose)
     use_registry_for_weights_url(cfg)
-    problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
-    problems += check_weights(cfg, purpose, allow_random_weights)
+    if purpose == "analyze":
+        # Counting needs neither data nor weights (random weights, synthetic or given images).
+        problems = []
+    else:
+        problems = check_dataset_files(cfg, train=purpose == "train") if purpose != "demo" else []
+        problems += check_weights(cfg, purpose, allow_random_weights)
     if purpose == "eval":
         problems += check_test_aug(cfg)
     if purpose == "train":

@@ -73,8 +73,8 @@ def load_config(
             file (``configs/lazy/...py``): then the result is a
             :class:`~resnest_dense.engine.lazy.LazyRunConfig` whose ``.lazy`` is the LazyConfig.
         opts: trailing ``KEY VALUE`` overrides (``a.b=c`` for a LazyConfig).
-        purpose: ``"train"``, ``"eval"``, ``"demo"`` or ``"export"``: which checks apply (see
-            :func:`resnest_dense.engine.checks.validate`).
+        purpose: ``"train"``, ``"eval"``, ``"demo"``, ``"export"`` or ``"analyze"``: which
+            checks apply (see :func:`resnest_dense.engine.checks.validate`).
         allow_random_weights: let evaluation / demos run without trained weights.
         world_size: number of processes (default: detectron2's ``comm``).
 
@@ -89,10 +89,10 @@ def load_config(
     else:
         cfg = get_resnest_cfg(config_file, opts)
     register_coco_format_datasets(
-        cfg.DATASETS.COCO_FORMAT, missing_ok=purpose in ("demo", "export")
+        cfg.DATASETS.COCO_FORMAT, missing_ok=purpose in ("demo", "export", "analyze")
     )
     register_sem_seg_format_datasets(
-        cfg.DATASETS.SEM_SEG_FORMAT, missing_ok=purpose in ("demo", "export")
+        cfg.DATASETS.SEM_SEG_FORMAT, missing_ok=purpose in ("demo", "export", "analyze")
     )
     if not is_lazy_run(cfg):
         validate(cfg, purpose, world_size=world_size, allow_random_weights=allow_random_weights)
@@ -102,7 +102,7 @@ def load_config(
     except StartupError as e:
         raise type(e)(in_lazy_terms(str(e))) from e
     sync_to_lazy(cfg, world_size)
-    if purpose in ("demo", "export"):
+    if purpose in ("demo", "export", "analyze"):
         check_lazy_test_input(cfg)
     return cfg
 
