@@ -37,6 +37,7 @@ __all__ = [
     "get_resnest_cfg",
     "is_lazy_config_file",
     "merge_config",
+    "weights_override",
     "resolve_fork_backbone_name",
 ]
 
@@ -320,6 +321,15 @@ def score_thresh_key(cfg: CfgNode) -> str:
 def is_lazy_config_file(config_file: Optional[str]) -> bool:
     """True for a detectron2 LazyConfig (Python) file, False for a YAML file."""
     return bool(config_file) and config_file.endswith(".py")
+
+
+def weights_override(config_file: Optional[str], weights: str) -> List[str]:
+    """The command-line override that sets the weights of ``config_file``'s model to
+    ``weights`` ("" for none), in the config's own form: ``MODEL.WEIGHTS <w>`` for a YAML file,
+    ``train.init_checkpoint=<w>`` for a LazyConfig."""
+    if is_lazy_config_file(config_file):
+        return [f"train.init_checkpoint={weights}"]
+    return ["MODEL.WEIGHTS", weights]
 
 
 def _dotted_keys(node, prefix: str = "") -> Iterator[str]:

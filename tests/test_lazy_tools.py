@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from detection_helpers import CONFIGS, load_tool
+from resnest_dense.config import weights_override
 from resnest_dense.engine import build_predictor, load_config
 from resnest_dense.engine.lazy import lazy_test_model
 from resnest_dense.export import ExportedPredictor, read_metadata
@@ -32,12 +33,6 @@ def _lazy(family: str) -> str:
     return os.path.join(LAZY, PAIRS[family] + ".py")
 
 
-def _weights_opts(config: str, weights: str) -> list:
-    if config.endswith(".py"):
-        return [f"train.init_checkpoint={weights}"]
-    return ["MODEL.WEIGHTS", weights]
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """family -> a checkpoint of the YAML model (fixed seed, random norm statistics, a confident
@@ -50,7 +45,7 @@ def weights(tmp_path_factory):
 
 
 def _predictor(config: str, weights: str, score_thresh=None):
-    cfg = load_config(config, _weights_opts(config, weights), purpose="demo")
+    cfg = load_config(config, weights_override(config, weights), purpose="demo")
     if score_thresh is not None:  # as tools/demo.py sets it
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = score_thresh
@@ -164,7 +159,9 @@ def test_export_of_lazy_config_equals_export_of_yaml(family, weights, export_too
     for kind, config in (("lazy", _lazy(family)), ("yaml", _yaml(family))):
         files[kind] = tmp_path / f"{kind}.onnx"
         argv = ["--config-file", config, "--format", "onnx", "--output", str(files[kind])]
-        argv += _weights_opts(config, weights[family]) + EXPORT_OPTS.get(family, {}).get(kind, [])
+        argv += weights_override(config, weights[family]) + EXPORT_OPTS.get(family, {}).get(
+            kind, []
+        )
         assert export_tool.main(argv) == 0
     lazy_meta, yaml_meta = (read_metadata(str(files[k])) for k in ("lazy", "yaml"))
     for meta in (lazy_meta, yaml_meta):

@@ -164,11 +164,12 @@ def _tool(config: str) -> str:
 
 def _run_opts(config: str, output_dir: str, weights: Optional[str] = None) -> List[str]:
     """Output dir (and weights) options in the config's own form (YAML or LazyConfig)."""
-    if config.endswith(".py"):
-        return [f"train.output_dir={output_dir}"] + (
-            [f"train.init_checkpoint={weights}"] if weights else []
-        )
-    return ["OUTPUT_DIR", output_dir] + (["MODEL.WEIGHTS", weights] if weights else [])
+    from resnest_dense.config import weights_override
+
+    out = (
+        [f"train.output_dir={output_dir}"] if config.endswith(".py") else ["OUTPUT_DIR", output_dir]
+    )
+    return out + (weights_override(config, weights) if weights else [])
 
 
 def train_command(row: Dict, output_dir: str, num_gpus: int, opts: Sequence[str] = ()) -> List[str]:

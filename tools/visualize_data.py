@@ -39,7 +39,7 @@ import cv2
 import tqdm
 from detectron2.utils.logger import setup_logger
 
-from resnest_dense.config import is_lazy_config_file
+from resnest_dense.config import weights_override
 from resnest_dense.engine import SETUP_ERRORS, load_config
 from resnest_dense.engine.visualize import (
     check_output_dir,
@@ -77,13 +77,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _without_weights(config_file: str, opts: List[str]) -> List[str]:
-    # Nothing is loaded: a missing weights file must not stop a look at the data.
-    if is_lazy_config_file(config_file):
-        return list(opts) + ["train.init_checkpoint="]
-    return list(opts) + ["MODEL.WEIGHTS", ""]
-
-
 def _write(path: str, rgb) -> None:
     if not cv2.imwrite(path, rgb[:, :, ::-1]):
         raise OSError(f"Cannot write {path}: check that --output-dir is a writable folder.")
@@ -97,9 +90,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logger(name="resnest_dense")
     try:
         check_output_dir(args.output_dir, "--output-dir")
-        cfg = load_config(
-            args.config_file, _without_weights(args.config_file, args.opts), purpose="train"
-        )
+        # No weights: nothing is loaded, a missing weights file must not stop a look at the data.
+        opts = list(args.opts) + weights_override(args.config_file, "")
+        cfg = load_config(args.config_file, opts, purpose="train")
         metadata = training_metadata(cfg)
         if args.source == "annotation":
             items = training_records(cfg, args.num_images)

@@ -34,7 +34,7 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from resnest_dense.config import is_lazy_config_file
+from resnest_dense.config import weights_override
 from resnest_dense.engine import SETUP_ERRORS, load_config
 from resnest_dense.engine.visualize import (
     RESULTS_FILE,
@@ -67,13 +67,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _without_weights(config_file: str, opts: List[str]) -> List[str]:
-    # The predictions are read from the file: no model is built or loaded.
-    if is_lazy_config_file(config_file):
-        return list(opts) + ["train.init_checkpoint="]
-    return list(opts) + ["MODEL.WEIGHTS", ""]
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
@@ -82,9 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logger(name="resnest_dense")
     try:
         check_output_dir(args.output, "--output")
+        # No weights: the predictions are read from the file, no model is built or loaded.
         cfg = load_config(
             args.config_file,
-            _without_weights(args.config_file, args.opts),
+            list(args.opts) + weights_override(args.config_file, ""),
             purpose="eval",
             allow_random_weights=True,
         )
