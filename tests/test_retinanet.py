@@ -45,6 +45,31 @@ def test_toy_config_builds_a_resnest_retinanet():
     assert type(model.backbone.bottom_up.res3[0].conv2).__name__ == "SplitAttentionConv2d"
 
 
+@pytest.mark.parametrize("depth", [50, 101])
+def test_resnest_and_resnet_pairs_differ_only_in_the_bottom_up_network(depth):
+    """The ResNeSt RetinaNet and its ResNet baseline: the same FPN and P6 / P7 convs on C5
+    (detectron2's builder, and the official fork's), every parameter outside the bottom-up
+    network of the same name and shape."""
+    from detectron2.modeling import build_backbone
+
+    from resnest_dense import get_resnest_cfg
+
+    nets = {}
+    for kind in ("ResNeSt", "R"):
+        config = f"COCO-Detection/retinanet_{kind}_{depth}_FPN_syncbn_range-scale_1x.yaml"
+        cfg = get_resnest_cfg(os.path.join(CONFIGS, config), ["MODEL.RESNETS.NORM", "BN"])
+        cfg.MODEL.FPN.NORM = "BN"
+        nets[kind] = build_backbone(cfg)
+    for net in nets.values():
+        assert net.top_block.in_feature == "res5"
+        assert net.top_block.p6.in_channels == 2048
+
+    def outside_bottom_up(net):
+        return {k: v.shape for k, v in net.state_dict().items() if not k.startswith("bottom_up.")}
+
+    assert outside_bottom_up(nets["ResNeSt"]) == outside_bottom_up(nets["R"])
+
+
 @pytest.mark.parametrize("purpose", ["train", "eval"])
 def test_class_count_mismatch_names_the_retinanet_key(purpose):
     """The toy set has 3 classes; the error names RetinaNet's key, not ROI_HEADS'."""

@@ -15,6 +15,7 @@ from ..common.train import train
 
 model.backbone.bottom_up.update(depth=14, stem_width=16, out_channels=64, freeze_at=0)
 model.backbone.out_channels = 64
+model.backbone.top_block.in_channels = 512  # res5 of this ResNeSt-14: 64 x 8
 model.head.conv_dims = [64, 64]
 # GroupNorm after each head conv (a from-scratch toy: the YAML says why).
 model.head.norm = "GN"

@@ -28,10 +28,10 @@ def build_resnest_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
 
 @BACKBONE_REGISTRY.register()
 def build_retinanet_resnest_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """ResNeSt-FPN with P6/P7 convs on P5: the RetinaNet backbone (P3-P7)."""
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return _fpn(
-        cfg,
-        build_resnest_backbone(cfg, input_shape),
-        LastLevelP6P7(out_channels, out_channels, "p5"),
-    )
+    """ResNeSt-FPN with P6/P7 convs on C5 (res5): the RetinaNet backbone (P3-P7), laid out as
+    detectron2's ``build_retinanet_resnet_fpn_backbone`` (the ResNet baselines') and as the
+    official fork, which patched that builder, so a ResNeSt / ResNet pair differs only in the
+    bottom-up network."""
+    bottom_up = build_resnest_backbone(cfg, input_shape)
+    c5 = bottom_up.output_shape()["res5"].channels
+    return _fpn(cfg, bottom_up, LastLevelP6P7(c5, cfg.MODEL.FPN.OUT_CHANNELS, "res5"))

@@ -2,11 +2,11 @@
 detectron2's ``common/models/retinanet.py`` (4-conv heads without norm, 3 scales x 3 aspect
 ratios of anchors on P3-P7, IoU thresholds 0.4 / 0.5, focal loss 0.25 / 2, L1 box loss) on the
 ResNeSt-50 FPN of ``build_retinanet_resnest_fpn_backbone``: res3-res5 into the FPN, P6 / P7
-convs on P5, SyncBN in backbone and FPN; RGB input with torchvision's mean/std.
+convs on C5 (res5), SyncBN in backbone and FPN; RGB input with torchvision's mean/std.
 
 ``resnet_backbone`` is the ResNet baseline's, ``build_retinanet_resnet_fpn_backbone`` of
-detectron2 (``*_R_*`` YAMLs): detectron2's ResNet and its P6 / P7 convs on C5 (res5, 2048
-channels at depth 50 / 101), not on P5 as the ResNeSt builder does.
+detectron2 (``*_R_*`` YAMLs): detectron2's ResNet with the same P6 / P7 convs on C5. ``res5``
+has 2048 channels at depth 50 / 101; a narrower backbone sets ``top_block.in_channels``.
 """
 
 from detectron2.config import LazyCall as L
@@ -20,9 +20,7 @@ from .resnet_fpn import backbone as resnet_backbone
 _LEVELS = ["res3", "res4", "res5"]
 
 backbone.bottom_up.out_features = _LEVELS
-backbone.top_block = L(LastLevelP6P7)(
-    in_channels="${..out_channels}", out_channels="${..out_channels}", in_feature="p5"
-)
+backbone.top_block = L(LastLevelP6P7)(in_channels=2048, out_channels="${..out_channels}")
 resnet_backbone.bottom_up.out_features = _LEVELS
 resnet_backbone.top_block = L(LastLevelP6P7)(in_channels=2048, out_channels="${..out_channels}")
 
