@@ -130,13 +130,13 @@ def test_eval_released_says_what_is_missing(lazy, tmp_path, monkeypatch, caplog)
     if lazy:
         assert (
             f"tools/lazyconfig_train_net.py --config-file configs/lazy/{config}.py --eval-only "
-            f"--num-gpus 1 train.output_dir={run} "
-            "train.init_checkpoint=resnest://deeplab_resnest50_ade"
+            "--num-gpus 1 train.init_checkpoint=resnest://deeplab_resnest50_ade "
+            f"train.output_dir={run}"
         ) in text
     else:
         assert (
             f"tools/train_net.py --config-file configs/{config}.yaml --eval-only --num-gpus 1 "
-            f"OUTPUT_DIR {run} MODEL.WEIGHTS resnest://deeplab_resnest50_ade"
+            f"MODEL.WEIGHTS resnest://deeplab_resnest50_ade OUTPUT_DIR {run}"
         ) in text
     assert "deeplab_resnest50_ade-2225f09d.zip" in text  # where to get the weights
     assert os.path.join(str(tmp_path / "cache"), "deeplab_resnest50_ade-2225f09d.pth") in text

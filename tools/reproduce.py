@@ -106,6 +106,7 @@ def eval_released(args) -> int:
     evaluates nothing.
     """
     from resnest_dense import model_zoo
+    from resnest_dense.config import weights_override
     from resnest_dense.engine import SETUP_ERRORS, evaluate_weights
 
     entries = [e for e in model_zoo.default_registry().values() if e.config]
@@ -116,7 +117,7 @@ def eval_released(args) -> int:
         out = os.path.join(args.output, "released", entry.name)
         weights = f"{model_zoo.SCHEME}{entry.name}"
         config = lazy_twin(entry.config) if args.lazy else entry.config
-        opts = _run_opts(config, out, weights)
+        opts = weights_override(config, weights) + _run_opts(config, out)
         cmd = shlex.join(
             ["python", f"tools/{_tool(config)}", "--config-file", f"configs/{config}"]
             + ["--eval-only", "--num-gpus", "1", *opts]
