@@ -11,6 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # a subprocess through setup_env.sh's import check
 def test_run_tests_refuses_without_disk_space(tmp_path):
     env = dict(os.environ, VENV=sys.prefix, TMPDIR=str(tmp_path))
     env["RESNEST_DENSE_TEST_DISK_MB"] = str(10**9)  # more than any disk has
