@@ -36,6 +36,9 @@ R50 = os.path.join(CONFIGS, "COCO-Detection", "faster_rcnn_R_50_FPN_syncbn_range
 ADE_S50 = os.path.join(
     CONFIGS, "ADE20K-SemanticSegmentation", "deeplabv3_S_50_OS8_syncbn_120ep.yaml"
 )
+ADE_S50_LAZY = os.path.join(
+    CONFIGS, "lazy", "ADE20K-SemanticSegmentation", "deeplabv3_S_50_OS8_syncbn_120ep.py"
+)
 
 
 def _fvcore_total(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -233,3 +236,12 @@ def test_tool_end_to_end(analyze_tool, tmp_path):
     per_image = result["flop"]["gflops_per_image"]
     assert per_image[1] > per_image[0]
     assert result["flop"]["gflops_mean"] == pytest.approx(sum(per_image) / 2)
+
+
+@pytest.mark.parametrize("config", [ADE_S50, ADE_S50_LAZY], ids=["yaml", "lazy"])
+def test_segmentor_is_analysed_in_one_pass_from_yaml_and_lazy_config(config):
+    """The ADE20K recipe tests at base size 520 with 480 sliding windows: the analysed model of
+    either config kind runs one pass on the whole input instead."""
+    model, notes = analysis_model(load_config(config, purpose="analyze"))
+    assert (model.scales, model.flip, model.base_size, model.crop_size) == ((1.0,), False, 0, 0)
+    assert "one pass on the whole input" in notes[-1]

@@ -24,15 +24,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode, instantiate
-from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
 from detectron2.utils.analysis import FlopCountAnalysis, parameter_count
 from fvcore.nn import ActivationCountAnalysis
 
 from ..config import is_semantic_segmentation, score_thresh_key
-from .lazy import is_lazy_run, lazy_test_model
+from ..export import Preprocessor
+from .predictor import build_test_model
 
 __all__ = [
     "CONVENTION",
@@ -225,19 +224,16 @@ def synthetic_input(height: int, width: int, seed: int = 0) -> Dict[str, Any]:
 
 def image_input(cfg: CfgNode, image_bgr: np.ndarray) -> Dict[str, Any]:
     """An image file's model input as the demos' predictor builds it: the config's test resize
-    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; none when 0) and ``INPUT.FORMAT``.
+    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; none when 0) and ``INPUT.FORMAT``
+    (:class:`resnest_dense.export.Preprocessor`, ``DefaultPredictor``'s preprocessing).
 
     Args:
         cfg: the config.
         image_bgr: (H, W, 3) uint8, as :func:`resnest_dense.utils.read_image_bgr` returns.
     """
-    image = image_bgr[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image_bgr
-    height, width = image.shape[:2]
-    if cfg.INPUT.MIN_SIZE_TEST > 0:
-        resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        image = resize.get_transform(image).apply_image(image)
-    tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32"))
-    return {"image": tensor, "height": height, "width": width}
+    preprocess = Preprocessor(cfg.INPUT.FORMAT, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    image, height, width = preprocess(image_bgr)
+    return {"image": image, "height": height, "width": width}
 
 
 def analysis_model(cfg: CfgNode, seed: int = 0) -> Tuple[torch.nn.Module, List[str]]:
@@ -265,9 +261,8 @@ def analysis_model(cfg: CfgNode, seed: int = 0) -> Tuple[torch.nn.Module, List[s
             f"{seed})"
         )
     if is_semantic_segmentation(cfg):
-        single = {"scales": [1.0], "flip": False, "base_size": 0, "crop_size": 0}
         t = cfg.TEST.SEM_SEG
-        t.SCALES, t.FLIP, t.BASE_SIZE, t.CROP_SIZE = single.values()
+        t.SCALES, t.FLIP, t.BASE_SIZE, t.CROP_SIZE = [1.0], False, 0, 0
         notes.append(
             "semantic segmentor: one pass on the whole input (TEST.SEM_SEG.SCALES [1.0], FLIP "
             "False, BASE_SIZE 0, CROP_SIZE 0); the configured test procedure multiplies this by "
@@ -279,13 +274,7 @@ def analysis_model(cfg: CfgNode, seed: int = 0) -> Tuple[torch.nn.Module, List[s
         cfg.MODEL[section][name] = 0.0
     # Random weights decide how many proposals survive the RPN's NMS: seeded, a count repeats.
     torch.manual_seed(seed)
-    if not is_lazy_run(cfg):
-        model = build_model(cfg)
-    else:
-        lazy = lazy_test_model(cfg)
-        if is_semantic_segmentation(cfg):
-            lazy.update(single)
-        model = instantiate(lazy).to(torch.device(cfg.MODEL.DEVICE))
+    model = build_test_model(cfg)  # a LazyConfig's model takes the view's values set above
     if not is_semantic_segmentation(cfg):
         notes.append(
             f"random weights; score threshold 0 ({key}) so the heads run on the full detection "

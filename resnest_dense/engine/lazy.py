@@ -51,8 +51,8 @@ segmentor's ``scales`` / ``flip`` / ...         ``TEST.SEM_SEG.SCALES`` / ``FLIP
 
 The demos and the export tool read the test-time part of the view (input size, score threshold,
 heads, deformable stages, segmentation test procedure) as they read a YAML config; they build the
-model with :func:`lazy_test_model`, which writes a score threshold the tool set in the view back
-into the LazyConfig's model. A test mapper whose augmentations are not one ``ResizeShortestEdge``
+model with :func:`lazy_test_model`, which writes the test-time values a tool set in the view (a
+score threshold, a segmentor's test procedure) back into the LazyConfig's model. A test mapper whose augmentations are not one ``ResizeShortestEdge``
 to one short side (or none) has no YAML counterpart: :func:`check_lazy_test_input` refuses it for
 the demos and the export (``--eval-only`` uses the mapper itself).
 
@@ -380,16 +380,28 @@ def check_lazy_test_input(cfg: LazyRunConfig) -> None:
 
 
 def lazy_test_model(cfg: LazyRunConfig) -> DictConfig:
-    """A copy of the LazyConfig's ``model`` with the test score threshold of the view (which a
-    tool may have set, e.g. the demo's ``--confidence-threshold``) in its box predictor(s) /
-    RetinaNet.
+    """A copy of the LazyConfig's ``model`` with the test-time values of the view a tool may have
+    set written back: the test score threshold (e.g. the demo's ``--confidence-threshold``) in
+    its box predictor(s) / RetinaNet, and a segmentor's test procedure (``TEST.SEM_SEG``: scales,
+    flip, base size, crop size, stride rate) where its class takes them.
 
     Raises:
         StartupError: a detector whose LazyConfig has no place for the threshold.
     """
     model = copy.deepcopy(cfg.lazy.model)
+    if is_semantic_segmentation(cfg):
+        t = cfg.TEST.SEM_SEG
+        procedure = {
+            "scales": list(t.SCALES),
+            "flip": t.FLIP,
+            "base_size": t.BASE_SIZE,
+            "crop_size": t.CROP_SIZE,
+            "stride_rate": t.STRIDE_RATE,
+        }
+        model.update({k: v for k, v in procedure.items() if _argument(model, k) is not None})
+        return model
     nodes = _score_thresh_nodes(model)
-    if not nodes and not is_semantic_segmentation(cfg):
+    if not nodes:
         raise StartupError(
             f"The LazyConfig's model ({cfg.MODEL.META_ARCHITECTURE}) has no box predictor "
             "(model.roi_heads.box_predictor / .box_predictors) or RetinaNet test_score_thresh to "

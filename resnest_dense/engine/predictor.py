@@ -22,7 +22,7 @@ from ..utils import optimize_for_inference
 from .class_names import CHECKPOINT_KEY, class_metadata
 from .lazy import is_lazy_run, lazy_test_model
 
-__all__ = ["build_predictor"]
+__all__ = ["build_predictor", "build_test_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ class _Predictor(DefaultPredictor):
         assert self.input_format in ("RGB", "BGR"), self.input_format
 
 
-def _build_model(cfg: CfgNode) -> torch.nn.Module:
+def build_test_model(cfg: CfgNode) -> torch.nn.Module:
+    """The model of ``cfg`` as the test-time tools run it, randomly initialised: detectron2's
+    ``build_model`` for a YAML config; for a LazyConfig its ``model`` with the view's test-time
+    values (:func:`resnest_dense.engine.lazy.lazy_test_model`), on ``MODEL.DEVICE``."""
     if not is_lazy_run(cfg):
         return build_model(cfg)
     return instantiate(lazy_test_model(cfg)).to(torch.device(cfg.MODEL.DEVICE))
@@ -75,7 +78,7 @@ def build_predictor(cfg: CfgNode, allow_random_weights: bool = False) -> Default
         )
         check_matches_config(predictor.model.metadata, cfg, cfg.MODEL.WEIGHTS)
         return predictor
-    predictor = _Predictor(cfg, _build_model(cfg))
+    predictor = _Predictor(cfg, build_test_model(cfg))
     stored = None
     if cfg.MODEL.WEIGHTS:
         report, extra = Checkpointer(predictor.model).load_checked(
